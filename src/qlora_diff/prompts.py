@@ -1,0 +1,47 @@
+"""Chat-formatted prompts and the exact answer tokens each label is scored and trained on."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from qlora_diff.config import Config
+
+
+def user_message(cfg: Config, premise: str, hypothesis: str) -> str:
+    return cfg.prompt.template.format(premise=premise, hypothesis=hypothesis)
+
+
+def _messages(cfg: Config, premise: str, hypothesis: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": cfg.prompt.system}] if cfg.prompt.system else []
+    return messages + [{"role": "user", "content": user_message(cfg, premise, hypothesis)}]
+
+
+def format_prompt(cfg: Config, tokenizer: PreTrainedTokenizerBase, premise: str, hypothesis: str) -> str:
+    """The prompt text up to and including the assistant turn header."""
+    return tokenizer.apply_chat_template(
+        _messages(cfg, premise, hypothesis), tokenize=False, add_generation_prompt=True
+    )
+
+
+def answer_suffix(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -> str:
+    """What the chat template appends after the prompt for an assistant reply of ``label``'s word.
+
+    Deriving it from the template (rather than hard-coding ``<|im_end|>``) keeps multi-token
+    labels and end-of-turn markers right for any chat model.
+    """
+    probe = _messages(cfg, "p", "h")
+    prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(
+        probe + [{"role": "assistant", "content": cfg.prompt.label_words[label]}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise ValueError("the chat template does not extend the generation prompt with the assistant reply")
+    return full[len(prompt):]
+
+
+def answer_token_ids(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """Token ids of each label's full answer (label word plus end-of-turn), in ``data.labels`` order."""
+    return {
+        label: tokenizer(answer_suffix(cfg, tokenizer, label).rstrip("\n"), add_special_tokens=False).input_ids
+        for label in cfg.data.labels
+    }

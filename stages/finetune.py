@@ -1,0 +1,24 @@
+"""Stage finetune: QLoRA-train models/adapter from data/prepared/train.jsonl; writes metrics/finetune.json.
+
+Resumes from checkpoints/finetune/ when a previous run of the same params was interrupted.
+"""
+
+from pathlib import Path
+
+from qlora_diff.cli import run_stage
+from qlora_diff.config import Config
+
+
+def main(cfg: Config) -> None:
+    from qlora_diff.finetune import finetune
+
+    metrics = finetune(cfg, model_dir=Path("models/base"), train_path=Path("data/prepared/train.jsonl"),
+                       adapter_dir=Path("models/adapter"), metrics_path=Path("metrics/finetune.json"),
+                       checkpoint_dir=Path("checkpoints/finetune"), live_dir=Path("dvclive"))
+    if metrics:
+        print(f"finetune: {metrics['steps']} steps, {metrics['trainable_percent']}% trainable, "
+              f"final loss {metrics['final_loss']}, {metrics['seconds']} s")
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)
