@@ -1,8 +1,12 @@
 """Stage finetune: QLoRA-train models/adapter from data/prepared/train.jsonl; writes metrics/finetune.json.
 
 Resumes from checkpoints/finetune/ when a previous run of the same params was interrupted.
+With train.num_processes > 1 it relaunches itself under torchrun (data parallel; gloo on CPU, NCCL on GPUs).
 """
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from qlora_diff.cli import run_stage
@@ -10,6 +14,10 @@ from qlora_diff.config import Config
 
 
 def main(cfg: Config) -> None:
+    if cfg.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  f"--nproc_per_node={cfg.train.num_processes}", __file__, *sys.argv[1:]]
+        sys.exit(subprocess.run(launch, check=False).returncode)
     from qlora_diff.finetune import finetune
 
     metrics = finetune(cfg, model_dir=Path("models/base"), train_path=Path("data/prepared/train.jsonl"),

@@ -201,13 +201,16 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"params: '{prefix}' must be a mapping of keys, got {type(raw).__name__}.")
+        allowed = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"params: '{prefix or 'params.yaml'}' is {raw!r}; allowed: a mapping with keys {allowed}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(str(key), list(fields), n=1) or [
+                name for name in fields if str(key).startswith(name) or name.startswith(str(key))
+            ][:1]
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"params: unknown key '{path}'.{hint} Allowed keys here: {', '.join(fields)}.")
     values = {}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from qlora_diff import atomic
 from qlora_diff.config import Config
@@ -76,15 +77,69 @@ def run_fingerprint(cfg: Config, train_path: Path, model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> bool:
-    """True when ``checkpoint_dir`` holds checkpoints of this exact run; stale ones are deleted."""
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str, is_main_process: bool = True) -> bool:
+    """True when ``checkpoint_dir`` holds checkpoints of this exact run; the main process deletes stale ones."""
     marker = checkpoint_dir / FINGERPRINT_FILE
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint:
         return any(checkpoint_dir.glob("checkpoint-*"))
+    if not is_main_process:
+        return False
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
     return False
+
+
+class LeftPadCollator:
+    """Left-pads a batch so every answer ends in the last column, with position ids that ignore padding.
+
+    Left padding lets the loss ask the model for logits of the last few positions only
+    (``logits_to_keep``); on a 49k vocabulary that is most of the cost of a full-sequence head.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        for feature in features:
+            pad = width - len(feature["input_ids"])
+            for key in batch:
+                batch[key].append([fill[key]] * pad + list(feature[key]))
+        tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        tensors["position_ids"] = (tensors["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return tensors
+
+
+class AnswerOnlyTrainer(Trainer):
+    """Trainer whose loss reads logits only where answer tokens are predicted."""
+
+    def __init__(self, *args, answer_window: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answer_window = answer_window
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, logits_to_keep=self.answer_window + 1)
+        logits = outputs.logits[:, :-1].float()
+        targets = labels[:, -self.answer_window:].to(logits.device)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        if num_items_in_batch is None:
+            return self._result(loss / (targets != IGNORE_INDEX).sum(), outputs, return_outputs)
+        loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # num_items_in_batch counts every process's tokens and DDP averages gradients: undo that mean,
+            # exactly as Trainer.compute_loss does.
+            loss = loss * self.accelerator.num_processes
+        return self._result(loss, outputs, return_outputs)
+
+    @staticmethod
+    def _result(loss, outputs, return_outputs: bool):
+        return (loss, outputs) if return_outputs else loss
 
 
 class DVCLiveCurves(TrainerCallback):
@@ -100,20 +155,17 @@ class DVCLiveCurves(TrainerCallback):
         self.live = Live(str(live_dir), dvcyaml=None, resume=resume, save_dvc_exp=False, report=None)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if not logs:
             return
-        logged = False
-        for key in ("loss", "learning_rate", "grad_norm"):
-            if key in logs:
-                self.live.log_metric(f"train/{key}", float(logs[key]))
-                logged = True
-        if logged:
+        values = {key: float(logs[key]) for key in ("loss", "learning_rate", "grad_norm") if key in logs}
+        if values:
             self.live.step = state.global_step
-            self.live.next_step()
+            for key, value in values.items():
+                self.live.log_metric(f"train/{key}", value)
+            self.live.make_summary()
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.live.end()
+        self.live.end()
 
 
 def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) -> TrainingArguments:
@@ -134,6 +186,7 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
         save_total_limit=2,
         seed=train.seed,
         data_seed=train.seed,
+        train_sampling_strategy="group_by_length",  # shuffled, but batches of similar length: less padding
         gradient_checkpointing=False,  # handled by attach_lora so 4-bit and full precision agree
         bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
         use_cpu=device.type == "cpu",
@@ -166,16 +219,18 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     tokenizer = load_tokenizer(model_dir)
     examples, too_long = build_examples(cfg, tokenizer, rows)
     fingerprint = run_fingerprint(cfg, train_path, model_dir)
-    resume = resumable_checkpoint(checkpoint_dir, fingerprint)
+    is_main_process = int(os.environ.get("RANK", "0")) == 0
+    resume = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device))
     total, trainable = count_parameters(model)
-    trainer = Trainer(
+    trainer = AnswerOnlyTrainer(
         model=model,
         args=training_arguments(cfg, checkpoint_dir, device),
         train_dataset=Dataset.from_list(examples),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True),
-        callbacks=[DVCLiveCurves(live_dir, resume=resume)],
+        data_collator=LeftPadCollator(tokenizer.pad_token_id),
+        callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process else [],
+        answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
     )
     clock = Stopwatch()
     result = trainer.train(resume_from_checkpoint=resume or None)

@@ -85,14 +85,21 @@ def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> 
     """Load ``model_dir`` with the params' quantization on ``device`` (safetensors only, no remote code)."""
     check_model_dir(model_dir)
     quantization = bnb_config(cfg)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir,
-        quantization_config=quantization,
-        dtype=DTYPES[cfg.quant.compute_dtype],
-        device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
-        use_safetensors=True,
-        trust_remote_code=False,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            quantization_config=quantization,
+            dtype=DTYPES[cfg.quant.compute_dtype],
+            device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise
+        weights = ", ".join(p.name for p in Path(model_dir).glob("*.safetensors"))
+        raise ModelFileError(f"{model_dir}/{weights}: weights cannot be loaded ({type(exc).__name__}: "
+                             f"{str(exc)[:300]}); the file may be truncated or corrupted, rerun `dvc repro -f base_model`.") from exc
     if quantization is not None:
         disable_cpu_inference_repack(model)
     return model

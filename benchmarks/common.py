@@ -1,0 +1,60 @@
+"""Shared setup for the benchmarks: the real base model, real prepared rows, results written as JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from qlora_diff import atomic  # noqa: E402
+from qlora_diff.config import Config, load_config, parse_config  # noqa: E402
+
+MODEL_DIR = REPO / "models" / "base"
+EVAL_ROWS = REPO / "data" / "prepared" / "eval.jsonl"
+
+
+def config(**overrides) -> Config:
+    """The committed params with section overrides, e.g. ``config(quant={"load_in_4bit": False})``."""
+    raw = load_config(REPO / "params.yaml").to_dict()
+    for section, values in overrides.items():
+        raw[section].update(values)
+    return parse_config(raw)
+
+
+def rows(count: int) -> list[dict]:
+    if not EVAL_ROWS.is_file():
+        sys.exit("run `dvc repro prepare` first: the benchmarks use data/prepared/eval.jsonl")
+    return atomic.read_jsonl(EVAL_ROWS)[:count]
+
+
+def timed(fn, repeats: int = 1) -> float:
+    """Best-of-``repeats`` wall seconds of ``fn()``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def write_results(name: str, title: str, rows_out: list[dict], notes: list[str]) -> None:
+    """benchmarks/results/<name>.json and .md, committed so the README can quote them."""
+    out = REPO / "benchmarks" / "results"
+    atomic.write_json(out / f"{name}.json", {"machine": machine(), "results": rows_out, "notes": notes})
+    table = tabulate([list(r.values()) for r in rows_out], headers=list(rows_out[0]), tablefmt="github")
+    atomic.write_text(out / f"{name}.md", f"# {title}\n\n{table}\n\nMachine: {machine()}\n\n"
+                      + "\n".join(f"- {n}" for n in notes) + "\n")
+    print(table)

@@ -1,0 +1,141 @@
+"""The compare stage: what the adapter fixed and broke, example by example, and whether it is significant."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from qlora_diff import atomic
+from qlora_diff.cli import InputError
+from qlora_diff.config import Config
+from qlora_diff.metrics import classification_metrics
+
+CATEGORIES = ("corrected", "regressed", "still_wrong", "still_right")
+
+
+def index_predictions(rows: list[dict], origin: str) -> dict[str, dict]:
+    indexed: dict[str, dict] = {}
+    for line, row in enumerate(rows, start=1):
+        if "id" not in row:
+            raise InputError(f"{origin}:{line}: prediction row has no 'id'.")
+        if row["id"] in indexed:
+            raise InputError(f"{origin}:{line}: duplicated id {row['id']!r}; each eval row must appear once.")
+        indexed[row["id"]] = row
+    return indexed
+
+
+def join_predictions(base: list[dict], adapter: list[dict], base_origin: str = "base",
+                     adapter_origin: str = "adapter") -> list[tuple[dict, dict]]:
+    """Pairs (base row, adapter row) by id in the base file's order; ids must match exactly."""
+    base_by_id = index_predictions(base, base_origin)
+    adapter_by_id = index_predictions(adapter, adapter_origin)
+    only_base = sorted(set(base_by_id) - set(adapter_by_id))
+    only_adapter = sorted(set(adapter_by_id) - set(base_by_id))
+    if only_base or only_adapter:
+        raise InputError(
+            f"prediction ids differ: {len(only_base)} only in {base_origin} (e.g. {only_base[:3]}), "
+            f"{len(only_adapter)} only in {adapter_origin} (e.g. {only_adapter[:3]}); "
+            "rerun both evaluate stages on the same data/prepared/eval.jsonl."
+        )
+    pairs = [(row, adapter_by_id[row["id"]]) for row in base]
+    for b, a in pairs:
+        if b["gold"] != a["gold"]:
+            raise InputError(f"id {b['id']!r}: gold label differs between {base_origin} and {adapter_origin}.")
+    return pairs
+
+
+def category(base_correct: bool, adapter_correct: bool) -> str:
+    if adapter_correct:
+        return "still_right" if base_correct else "corrected"
+    return "regressed" if base_correct else "still_wrong"
+
+
+def mcnemar_exact_p(corrected: int, regressed: int) -> float:
+    """Two-sided exact McNemar test: a binomial test on the discordant pairs."""
+    if corrected + regressed == 0:
+        return 1.0
+    return float(binomtest(min(corrected, regressed), corrected + regressed, 0.5).pvalue)
+
+
+def paired_bootstrap_ci(base_correct: np.ndarray, adapter_correct: np.ndarray, samples: int, seed: int,
+                        confidence: float) -> tuple[float, float]:
+    """Percentile CI of the accuracy difference, resampling eval rows (pairs) with replacement."""
+    rng = np.random.default_rng(seed)
+    diff = adapter_correct.astype(float) - base_correct.astype(float)
+    deltas = np.empty(samples)
+    for start in range(0, samples, 1000):
+        chunk = min(1000, samples - start)
+        idx = rng.integers(0, len(diff), size=(chunk, len(diff)))
+        deltas[start:start + chunk] = diff[idx].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return round(float(low), 4), round(float(high), 4)
+
+
+def compare_predictions(cfg: Config, pairs: list[tuple[dict, dict]]) -> dict:
+    """Counts, accuracy delta with CI and p-value, per-class and label-bias tables."""
+    labels = cfg.data.labels
+    cats = Counter(category(b["correct"], a["correct"]) for b, a in pairs)
+    base_correct = np.array([b["correct"] for b, _ in pairs])
+    adapter_correct = np.array([a["correct"] for _, a in pairs])
+    gold = [b["gold"] for b, _ in pairs]
+    low, high = paired_bootstrap_ci(base_correct, adapter_correct, cfg.report.bootstrap_samples, cfg.report.seed,
+                                    cfg.report.confidence)
+    none = "unparseable"
+    base_pred = [b["prediction"] or none for b, _ in pairs]
+    adapter_pred = [a["prediction"] or none for _, a in pairs]
+    shown = labels + ([none] if none in base_pred + adapter_pred else [])
+    transitions = Counter(zip(base_pred, adapter_pred))
+    return {
+        "examples": len(pairs),
+        **{name: cats.get(name, 0) for name in CATEGORIES},
+        "base_accuracy": round(float(base_correct.mean()), 4),
+        "adapter_accuracy": round(float(adapter_correct.mean()), 4),
+        "accuracy_delta": round(float(adapter_correct.mean() - base_correct.mean()), 4),
+        "accuracy_delta_ci_low": low,
+        "accuracy_delta_ci_high": high,
+        "ci_confidence": cfg.report.confidence,
+        "bootstrap_samples": cfg.report.bootstrap_samples,
+        "mcnemar_p_value": mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0)),
+        "per_class": {
+            "base": classification_metrics(gold, base_pred, labels, cfg.report.confidence)["per_class"],
+            "adapter": classification_metrics(gold, adapter_pred, labels, cfg.report.confidence)["per_class"],
+        },
+        "label_bias": {
+            "gold": {l: gold.count(l) for l in shown},
+            "base": {l: base_pred.count(l) for l in shown},
+            "adapter": {l: adapter_pred.count(l) for l in shown},
+        },
+        "transitions": {f"{b}->{a}": transitions.get((b, a), 0) for b in shown for a in shown},
+    }
+
+
+def pick_examples(pairs: list[tuple[dict, dict]], name: str, count: int, seed: int) -> list[tuple[dict, dict]]:
+    """A seeded, id-sorted sample of ``count`` pairs from one category: the same rows on every run."""
+    members = [p for p in pairs if category(p[0]["correct"], p[1]["correct"]) == name]
+    chosen = random.Random(f"{seed}-{name}").sample(members, min(count, len(members)))
+    return sorted(chosen, key=lambda p: p[0]["id"])
+
+
+def run_compare(cfg: Config, base_path: Path, adapter_path: Path, metrics_dir: Path, report_path: Path,
+                compare_metrics_path: Path, transitions_path: Path) -> dict:
+    """Join both prediction files and write the Markdown report, compare metrics and transition plot data."""
+    import json
+
+    from qlora_diff.report import render_markdown
+
+    pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path),
+                             str(base_path), str(adapter_path))
+    result = compare_predictions(cfg, pairs)
+    load = lambda name: json.loads((metrics_dir / name).read_text()) if (metrics_dir / name).is_file() else {}
+    markdown = render_markdown(result, pairs, load("base.json"), load("adapter.json"), load("finetune.json"),
+                               cfg.data.labels, cfg.report.examples_per_category, cfg.report.seed)
+    atomic.write_text(report_path, markdown)
+    atomic.write_json(transitions_path, [{"base": b["prediction"] or "unparseable",
+                                          "adapter": a["prediction"] or "unparseable"} for b, a in pairs])
+    atomic.write_json(compare_metrics_path, {k: v for k, v in result.items() if k not in ("per_class", "transitions")})
+    return result

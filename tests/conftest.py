@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny random Llama with a real byte-level tokenizer and chat template (built in seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNLI = REPO / "data" / "snli"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def snli_rows(split: str, count: int) -> list[dict]:
+    with open(SNLI / f"{split}.jsonl", encoding="utf-8") as handle:
+        return [json.loads(next(handle)) for _ in range(count)]
+
+
+def build_tiny_model(directory: Path) -> Path:
+    """Save a 2-layer random Llama + byte-level BPE tokenizer (trained on SNLI text) to ``directory``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = [r["premise"] + " " + r["hypothesis"] for r in snli_rows("train", 300)]
+    bpe.train_from_iterator(text, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
+
+
+def tiny_params(**overrides) -> dict:
+    """Small, fast params for tests; nested dicts in ``overrides`` update the matching section."""
+    params = {
+        "data": {"train_size": 48, "eval_size": 24},
+        "quant": {"compute_dtype": "float32"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 2, "learning_rate": 0.005,
+                  "warmup_ratio": 0.0},
+        "eval": {"batch_size": 8},
+        "report": {"bootstrap_samples": 200},
+        "runtime": {"device": "cpu"},
+    }
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    return params
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A working directory laid out like the repo (data, tiny models/base, params.yaml), chdir'ed into."""
+    shutil.copytree(SNLI, tmp_path / "data" / "snli")
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "base")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

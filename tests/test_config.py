@@ -1,0 +1,110 @@
+"""Params validation: every bad value stops with the key path and what is allowed, before any heavy work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from qlora_diff.config import Config, ConfigError, load_config, parse_config
+
+
+def test_committed_params_are_valid():
+    cfg = load_config(REPO / "params.yaml")
+    assert isinstance(cfg, Config)
+    assert cfg.data.labels == ["entailment", "neutral", "contradiction"]
+
+
+def test_defaults_fill_missing_sections():
+    cfg = parse_config({"lora": {"r": 8}})
+    assert cfg.lora.r == 8 and cfg.lora.alpha == 32.0 and cfg.quant.quant_type == "nf4"
+
+
+BAD_PARAMS = [
+    ({"lora": {"rank": 8}}, ["'lora.rank'", "Did you mean 'r'"]),
+    ({"trian": {}}, ["'trian'", "Did you mean 'train'"]),
+    ({"lora": {"r": 0}}, ["'lora.r'", ">= 1"]),
+    ({"lora": {"r": "eight"}}, ["'lora.r'", "an integer"]),
+    ({"lora": {"r": 2.5}}, ["'lora.r'", "an integer"]),
+    ({"lora": {"dropout": 1.5}}, ["'lora.dropout'", "<= 0.99"]),
+    ({"lora": {"bias": "some"}}, ["'lora.bias'", "'none'", "'lora_only'"]),
+    ({"lora": {"target_modules": []}}, ["'lora.target_modules'"]),
+    ({"train": {"learning_rate": 0}}, ["'train.learning_rate'", "> 0"]),
+    ({"train": {"learning_rate": -1e-4}}, ["'train.learning_rate'", "> 0"]),
+    ({"train": {"batch_size": 0}}, ["'train.batch_size'", ">= 1"]),
+    ({"train": {"max_steps": 0}}, ["'train.max_steps'", "-1"]),
+    ({"train": {"gradient_checkpointing": "yes"}}, ["'train.gradient_checkpointing'", "true or false"]),
+    ({"data": {"train_size": -5}}, ["'data.train_size'", ">= 1"]),
+    ({"data": {"eval_size": "most"}}, ["'data.eval_size'", "'all'"]),
+    ({"data": {"on_bad_row": "ignore"}}, ["'data.on_bad_row'", "'error'", "'skip'"]),
+    ({"data": {"source": "s3"}}, ["'data.source'", "'bundled'"]),
+    ({"quant": {"quant_type": "int3"}}, ["'quant.quant_type'", "'nf4'", "'fp4'"]),
+    ({"quant": {"compute_dtype": "float16"}}, ["'quant.compute_dtype'", "'bfloat16'"]),
+    ({"eval": {"method": "vibes"}}, ["'eval.method'", "'loglik'", "'generate'"]),
+    ({"runtime": {"device": "tpu"}}, ["'runtime.device'", "'cuda'"]),
+    ({"model": {"source": "gguf"}}, ["'model.path'", ".gguf"]),
+    ({"model": {"source": "gguf", "path": "weights.bin"}}, ["'model.path'", ".gguf"]),
+    ({"model": {"source": "hub", "path": "HuggingFaceTB/SmolLM2-135M-Instruct"}}, ["'model.revision'"]),
+    ({"model": {"source": "ollama"}}, ["'model.source'", "'embedded'"]),
+    ({"prompt": {"template": "Premise: {premise}"}}, ["'prompt.template'", "{hypothesis}"]),
+    ({"prompt": {"template": "{premise} {hypothesis} {extra}"}}, ["'prompt.template'", "exactly"]),
+    ({"prompt": {"label_words": {"entailment": "yes", "neutral": "maybe"}}}, ["'prompt.label_words'", "data.labels"]),
+    ({"prompt": {"label_words": {"entailment": "yes", "neutral": "yes", "contradiction": "no"}}},
+     ["'prompt.label_words'", "distinct"]),
+    ({"report": {"bootstrap_samples": 10}}, ["'report.bootstrap_samples'", ">= 100"]),
+    ({"lora": "big"}, ["'lora'", "mapping"]),
+]
+
+
+@pytest.mark.parametrize("raw, fragments", BAD_PARAMS, ids=[str(i) for i in range(len(BAD_PARAMS))])
+def test_bad_params_name_key_and_allowed_values(raw, fragments):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "allowed" in message.lower() or "did you mean" in message.lower()
+
+
+def test_cuda_requested_without_gpu_is_a_config_error(monkeypatch):
+    import torch
+
+    from qlora_diff.config import check_device_available
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'runtime.device' is 'cuda'.*allowed here: 'auto' or 'cpu'"):
+        check_device_available(parse_config({"runtime": {"device": "cuda"}}))
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("lora: {r: 8\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "finetune", "evaluate.py base"])
+def test_stage_cli_rejects_bad_params_fast_and_leaves_outputs(tmp_path, stage):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["lora"]["rnak"] = 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    existing = tmp_path / "metrics" / "data.json"
+    existing.parent.mkdir()
+    existing.write_text('{"kept": true}')
+    script, *args = stage.split()
+    script = script if script.endswith(".py") else f"{script}.py"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 2
+    assert "'lora.rnak'" in done.stderr and "Did you mean 'r'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert elapsed < 5, f"validation took {elapsed:.1f}s"
+    assert existing.read_text() == '{"kept": true}'
+    assert sorted(p.name for p in Path(tmp_path).rglob("*")) == ["data.json", "metrics", "params.yaml"]

@@ -1,0 +1,205 @@
+"""QLoRA fine-tuning: answer-only loss, correct 4-bit gradients, resume, determinism, parameter counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+import yaml
+
+from conftest import snli_rows, tiny_params
+from qlora_diff.config import load_config, parse_config
+from qlora_diff.finetune import IGNORE_INDEX, AnswerOnlyTrainer, LeftPadCollator, attach_lora, build_examples, finetune
+from qlora_diff.modeling import count_parameters, disable_cpu_inference_repack, load_causal_lm, load_tokenizer
+from qlora_diff.prompts import answer_token_ids, format_prompt
+
+CPU = torch.device("cpu")
+
+
+def real_batch(cfg, tokenizer, count: int = 4) -> dict[str, torch.Tensor]:
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+            for r in snli_rows("validation", count)]
+    examples, _ = build_examples(cfg, tokenizer, rows)
+    return LeftPadCollator(tokenizer.pad_token_id)(examples)
+
+
+def test_only_answer_tokens_carry_labels(tiny_model_dir):
+    cfg = parse_config(tiny_params())
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])} for r in snli_rows("train", 5)]
+    examples, too_long = build_examples(cfg, tokenizer, rows)
+    answers = answer_token_ids(cfg, tokenizer)
+    assert too_long == 0
+    for row, example in zip(rows, examples):
+        prompt_len = len(tokenizer(row["prompt"], add_special_tokens=False).input_ids)
+        assert example["labels"][:prompt_len] == [IGNORE_INDEX] * prompt_len
+        assert example["labels"][prompt_len:] == answers[row["label"]] == example["input_ids"][prompt_len:]
+
+
+def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
+    cfg = parse_config(tiny_params())
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, parse_config(tiny_params(quant={"load_in_4bit": False})), CPU)
+    batch = real_batch(cfg, tokenizer)
+    window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
+    trainer = AnswerOnlyTrainer.__new__(AnswerOnlyTrainer)
+    trainer.answer_window = window
+    loss = trainer.compute_loss(model, dict(batch))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"]).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def lora_pair(tiny_model_dir, compute_dtype: str):
+    """(4-bit LoRA model, fp32 LoRA model holding the dequantized weights), same LoRA values."""
+    cfg = parse_config(tiny_params(quant={"compute_dtype": compute_dtype}))
+    quantized = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    reference_cfg = parse_config(tiny_params(quant={"load_in_4bit": False, "compute_dtype": "float32"}))
+    reference = attach_lora(reference_cfg, load_causal_lm(tiny_model_dir, reference_cfg, CPU))
+    with torch.no_grad():
+        for name, param in quantized.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+        for name, module in quantized.named_modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+                reference.get_submodule(name).weight.copy_(weight.float())
+        reference.load_state_dict({k: v for k, v in quantized.state_dict().items() if "lora_" in k}, strict=False)
+    return cfg, quantized, reference
+
+
+def lora_grads(model, batch) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad()
+    model(**batch).loss.backward()
+    return {n: p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def eval_pass(model, batch) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     position_ids=batch["position_ids"]).logits.float()
+
+
+@pytest.mark.parametrize("compute_dtype, min_cosine", [("float32", 0.999), ("bfloat16", 0.99)])
+def test_4bit_lora_gradients_match_dequantized_reference_after_eval(tiny_model_dir, compute_dtype, min_cosine):
+    cfg, quantized, reference = lora_pair(tiny_model_dir, compute_dtype)
+    batch = real_batch(cfg, load_tokenizer(tiny_model_dir))
+    eval_pass(quantized, batch)  # the pass that used to repack weights into the inference-only layout
+    got, want = lora_grads(quantized, batch), lora_grads(reference, batch)
+    assert len(got) == len(want) > 0
+    for name in want:
+        cosine = torch.nn.functional.cosine_similarity(got[name], want[name], dim=0).item()
+        assert cosine >= min_cosine, f"{name}: cosine {cosine:.4f}"
+
+
+def test_4bit_logits_match_dequantized_reference(tiny_model_dir):
+    """fp32 compute on identical (dequantized) weights: differences are float rounding only, so 1e-3 is loose;
+    the repacked-layout bug produced errors of several units."""
+    cfg, quantized, reference = lora_pair(tiny_model_dir, "float32")
+    batch = real_batch(cfg, load_tokenizer(tiny_model_dir))
+    first = eval_pass(quantized, batch)
+    second = eval_pass(quantized, batch)
+    expected = eval_pass(reference, batch)
+    assert (first - expected).abs().max().item() < 1e-3
+    assert (second - expected).abs().max().item() < 1e-3
+
+
+def test_the_gradient_check_catches_the_repack_bug(tiny_model_dir):
+    """Without the fix, on a CPU where bitsandbytes repacks, the same check must fail (so it has teeth)."""
+    cfg, quantized, reference = lora_pair(tiny_model_dir, "float32")
+    layers = [m for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    from bitsandbytes.utils import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16, so bitsandbytes never repacks")
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = True
+    batch = real_batch(cfg, load_tokenizer(tiny_model_dir))
+    with torch.no_grad():
+        quantized.eval()
+        quantized(input_ids=batch["input_ids"])
+    assert any(getattr(l.weight.quant_state, "packing_format_for_cpu", False) for l in layers)
+    broken = eval_pass(quantized, batch)
+    assert (broken - eval_pass(reference, batch)).abs().max().item() > 1e-3
+    assert disable_cpu_inference_repack(quantized) == len(layers)
+    assert (eval_pass(quantized, batch) - eval_pass(reference, batch)).abs().max().item() < 1e-3
+
+
+def test_parameter_counts_match_an_independent_count(tiny_model_dir):
+    cfg = parse_config(tiny_params())
+    model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    total, trainable = count_parameters(model)
+    plain = load_causal_lm(tiny_model_dir, parse_config(tiny_params(quant={"load_in_4bit": False})), CPU)
+    base_total = sum(p.numel() for p in plain.parameters())
+    expected_lora = sum(cfg.lora.r * (m.in_features + m.out_features) for n, m in plain.named_modules()
+                        if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in cfg.lora.target_modules)
+    assert trainable == expected_lora
+    assert total == base_total + expected_lora
+
+
+def run_finetune(project: Path, out: str) -> dict:
+    cfg = load_config(project / "params.yaml")
+    return finetune(cfg, project / "models/base", project / "data/prepared/train.jsonl", project / out,
+                    project / f"metrics/{Path(out).name}.json", project / "checkpoints/finetune", project / "dvclive")
+
+
+@pytest.fixture
+def prepared(project):
+    from qlora_diff.prepare import prepare
+
+    params = tiny_params(lora={"dropout": 0.1})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared", project / "metrics/data.json")
+    return project
+
+
+def adapter_weights(directory: Path) -> bytes:
+    return (directory / "adapter_model.safetensors").read_bytes()
+
+
+def test_same_params_give_bit_identical_adapters(prepared):
+    first = run_finetune(prepared, "models/first")
+    second = run_finetune(prepared, "models/second")
+    assert adapter_weights(prepared / "models/first") == adapter_weights(prepared / "models/second")
+    assert first["final_loss"] == second["final_loss"] and first["steps"] == 6
+    assert not (prepared / "checkpoints/finetune").exists()
+    card = (prepared / "models/first/README.md").read_text()
+    assert "library_name: peft" in card and '"r": 4' in card
+
+
+def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
+    from qlora_diff import finetune as module
+
+    run_finetune(prepared, "models/uninterrupted")
+
+    def interrupt(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.DVCLiveCurves, "on_save", interrupt, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(prepared, "models/resumed")
+    assert not (prepared / "models/resumed").exists(), "an interrupted run must not leave an adapter behind"
+    assert (prepared / "checkpoints/finetune/checkpoint-4").is_dir()
+    monkeypatch.undo()
+    metrics = run_finetune(prepared, "models/resumed")
+    assert metrics["resumed_from_checkpoint"] is True
+    assert adapter_weights(prepared / "models/resumed") == adapter_weights(prepared / "models/uninterrupted")
+    steps = [int(line.split("\t")[0]) for line in
+             (prepared / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps) and steps[-1] == 6
+
+
+def test_checkpoints_of_other_params_are_not_resumed(prepared):
+    checkpoint = prepared / "checkpoints/finetune"
+    (checkpoint / "checkpoint-2").mkdir(parents=True)
+    (checkpoint / "fingerprint.json").write_text(json.dumps({"fingerprint": "another run"}))
+    metrics = run_finetune(prepared, "models/fresh")
+    assert metrics["resumed_from_checkpoint"] is False and metrics["steps"] == 6

@@ -1,0 +1,121 @@
+"""End to end: the real pipeline (`dvc repro`) on the embedded SmolLM2-135M with tiny params, in a temp copy.
+
+Also the experiment workflow: `dvc exp run -S`, `dvc exp show`, `dvc metrics diff`, and a local DVC remote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_params
+
+pytestmark = pytest.mark.slow
+IGNORED = {".venv", ".git", "models", "checkpoints", "dvclive", ".pytest_cache", "__pycache__", "prepared",
+           "cache", "tmp", "metrics", "reports", "dvc.lock"}
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def e2e_params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tiny = tiny_params(data={"train_size": 24, "eval_size": 30},
+                       quant={"compute_dtype": "bfloat16"},
+                       lora={"r": 4, "alpha": 8, "dropout": 0.0},
+                       train={"max_steps": 3, "batch_size": 4, "logging_steps": 1, "save_steps": 2,
+                              "learning_rate": 0.001},
+                       eval={"batch_size": 16})
+    for section, values in tiny.items():
+        params[section].update(values)
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    """A committed git+DVC copy of the working tree, without outputs, that has run `dvc repro` once."""
+    root = tmp_path_factory.mktemp("e2e") / "repo"
+    shutil.copytree(REPO, root, ignore=lambda d, names: [n for n in names if n in IGNORED])
+    (root / "params.yaml").write_text(yaml.safe_dump(e2e_params(), sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], root)
+    run(["dvc", "repro"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], root)
+    return root
+
+
+def test_repro_writes_every_output(repo_copy):
+    for path in ("models/base/model.safetensors", "models/base.json", "data/prepared/eval.jsonl",
+                 "reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
+                 "models/adapter/adapter_model.safetensors", "reports/comparison.md", "metrics/compare.json",
+                 "dvclive/plots/metrics/train/loss.tsv"):
+        assert (repo_copy / path).is_file(), path
+    base_info = json.loads((repo_copy / "models/base.json").read_text())
+    assert base_info["source"] == "embedded" and base_info["parameters"] == 134_515_008
+    assert len(base_info["sha256"]) == 64
+    adapter = json.loads((repo_copy / "metrics/adapter.json").read_text())
+    finetune = json.loads((repo_copy / "metrics/finetune.json").read_text())
+    assert adapter["examples"] == 30 and finetune["steps"] == 3
+    assert 0 < finetune["trainable_percent"] < 5
+    assert "## Significance" in (repo_copy / "reports/comparison.md").read_text()
+
+
+def test_second_repro_is_up_to_date(repo_copy):
+    done = run(["dvc", "repro"], repo_copy)
+    assert "up to date" in done.stdout
+    assert "Running stage" not in done.stdout
+    status = run(["dvc", "status", "--json"], repo_copy)
+    assert json.loads(status.stdout) == {}
+
+
+def test_plots_render_to_html(repo_copy, tmp_path):
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo_copy)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "Confusion matrices" in html and "Training loss" in html
+
+
+def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
+    done = run(["dvc", "exp", "run", "-n", "rank8", "-S", "lora.r=8"], repo_copy)
+    ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"finetune", "evaluate_adapter", "compare"}
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
+    text = json.dumps(shown)
+    assert "rank8" in text
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "rank8", "--json"], repo_copy).stdout)
+    changed = diff["metrics/finetune.json"]
+    assert changed["parameters_trainable"]["new"] == 2 * changed["parameters_trainable"]["old"]
+    params_diff = json.loads(run(["dvc", "params", "diff", "HEAD", "rank8", "--json"], repo_copy).stdout)
+    assert params_diff["params.yaml"]["lora.r"] == {"old": 4, "new": 8}
+    assert "metrics/base.json" not in diff or all(v.get("diff", 0) == 0 for k, v in diff["metrics/base.json"].items()
+                                                  if k not in ("seconds", "examples_per_second", "peak_memory_gb",
+                                                               "prompt_tokens_per_second"))
+
+
+def test_push_and_pull_through_a_local_remote(repo_copy, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], repo_copy)
+    run(["dvc", "push"], repo_copy)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo_copy), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    assert (clone / "models/adapter/adapter_model.safetensors").is_file()
+    status = run(["dvc", "status", "--json"], clone)
+    assert json.loads(status.stdout) == {}
+    done = run(["dvc", "repro"], clone)
+    assert "Running stage" not in done.stdout

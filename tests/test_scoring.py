@@ -1,0 +1,113 @@
+"""Label log-likelihood scoring and the generation parser, checked against an independent computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import snli_rows
+from qlora_diff.config import parse_config
+from qlora_diff.modeling import load_causal_lm, load_tokenizer
+from qlora_diff.prompts import answer_token_ids, format_prompt
+from qlora_diff.scoring import generate_answers, label_logprobs, parse_label
+
+# Two-word label words make every answer several tokens long.
+LABEL_WORDS = {"entailment": "it follows", "neutral": "cannot tell", "contradiction": "it contradicts"}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    cfg = parse_config({"prompt": {"label_words": LABEL_WORDS}, "quant": {"load_in_4bit": False,
+                                                                        "compute_dtype": "float32"}})
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, cfg, torch.device("cpu")).eval()
+    rows = snli_rows("test", 7)
+    prompts = [format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"]) for r in rows]
+    return cfg, tokenizer, model, prompts
+
+
+def reference_logprob(model, tokenizer, prompt: str, answer: list[int]) -> float:
+    """Unbatched, uncached: run prompt+answer once and sum the answer tokens' log-probabilities."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    ids = torch.tensor([prompt_ids + answer])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    return sum(logp[len(prompt_ids) - 1 + j, token].item() for j, token in enumerate(answer))
+
+
+def test_answers_are_multi_token_and_end_the_turn(setup):
+    cfg, tokenizer, _, _ = setup
+    answers = answer_token_ids(cfg, tokenizer)
+    assert all(len(ids) >= 3 for ids in answers.values())
+    assert all(ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for ids in answers.values())
+
+
+def test_logprobs_match_independent_full_sequence_computation(setup):
+    cfg, tokenizer, model, prompts = setup
+    answers = answer_token_ids(cfg, tokenizer)
+    scores = label_logprobs(model, tokenizer, prompts, answers, batch_size=3)
+    for prompt, row in zip(prompts, scores):
+        expected = [reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()]
+        assert row == pytest.approx(expected, abs=1e-3)
+        assert row.index(max(row)) == expected.index(max(expected))
+
+
+def test_multi_token_labels_are_scored_in_full(setup):
+    cfg, tokenizer, model, prompts = setup
+    answers = answer_token_ids(cfg, tokenizer)
+    first_only = {label: ids[:1] for label, ids in answers.items()}
+    full = label_logprobs(model, tokenizer, prompts[:2], answers, batch_size=2)
+    partial = label_logprobs(model, tokenizer, prompts[:2], first_only, batch_size=2)
+    for full_row, partial_row in zip(full, partial):
+        assert all(f < p - 1e-3 for f, p in zip(full_row, partial_row))
+
+
+def test_alone_equals_inside_padded_batch(setup):
+    """fp32 tolerance 1e-4: only summation order differs between a padded batch and a lone row."""
+    cfg, tokenizer, model, prompts = setup
+    answers = answer_token_ids(cfg, tokenizer)
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    shortest = lengths.index(min(lengths))
+    batched = label_logprobs(model, tokenizer, prompts, answers, batch_size=len(prompts))
+    alone = label_logprobs(model, tokenizer, [prompts[shortest]], answers, batch_size=1)
+    assert max(lengths) > min(lengths), "the batch must actually pad the shortest prompt"
+    assert batched[shortest] == pytest.approx(alone[0], abs=1e-4)
+
+
+def test_results_come_back_in_input_order(setup):
+    cfg, tokenizer, model, prompts = setup
+    answers = answer_token_ids(cfg, tokenizer)
+    forward = label_logprobs(model, tokenizer, prompts, answers, batch_size=2)
+    backward = label_logprobs(model, tokenizer, prompts[::-1], answers, batch_size=2)
+    assert forward == pytest.approx(backward[::-1], abs=1e-4)
+
+
+def test_generate_returns_one_string_per_prompt_in_order(setup):
+    cfg, tokenizer, model, prompts = setup
+    batched = generate_answers(model, tokenizer, prompts[:3], batch_size=3, max_new_tokens=4)
+    alone = generate_answers(model, tokenizer, prompts[1:2], batch_size=1, max_new_tokens=4)
+    assert len(batched) == 3 and all(isinstance(text, str) for text in batched)
+    assert batched[1] == alone[0]
+
+
+WORDS = {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("entailment", "entailment"),
+    ("Neutral.", "neutral"),
+    ("The answer is: CONTRADICTION!", "contradiction"),
+    ("contradiction, not entailment", "contradiction"),
+    ("**neutral**", "neutral"),
+    ("I think it's entailment\n", "entailment"),
+    ("entailments", None),
+    ("yes", None),
+    ("", None),
+])
+def test_parser_cases(text, expected):
+    assert parse_label(text, WORDS) == expected
+
+
+def test_parser_handles_multi_word_label_words():
+    assert parse_label("Well, it follows.", LABEL_WORDS) == "entailment"
+    assert parse_label("I cannot tell", LABEL_WORDS) == "neutral"
