@@ -45,7 +45,7 @@ def main() -> None:
         print(results[-1], flush=True)
     # The repack fix: the same loglik with bitsandbytes allowed to repack (wrong numbers, shown for speed only).
     import bitsandbytes as bnb
-    from bitsandbytes.utils import has_avx512bf16
+    from bitsandbytes.functional import has_avx512bf16
 
     if has_avx512bf16():
         for module in model.modules():

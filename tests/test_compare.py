@@ -82,7 +82,7 @@ def test_report_has_every_section_and_a_summary_sentence(tmp_path):
     markdown = (tmp_path / "comparison.md").read_text()
     for section in SECTIONS:
         assert f"## {section}" in markdown
-    assert "accuracy rose from 50.0% (base) to 83.3% (adapter)" in markdown
+    assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in markdown
     assert "corrected 10 rows and regressed 2" in markdown and "p = 0.0386" in markdown
     saved = json.loads((metrics_dir / "compare.json").read_text())
     assert saved["corrected"] == 10 and saved["mcnemar_p_value"] == pytest.approx(0.0386, abs=1e-4)

@@ -79,7 +79,8 @@ def test_results_come_back_in_input_order(setup):
     answers = answer_token_ids(cfg, tokenizer)
     forward = label_logprobs(model, tokenizer, prompts, answers, batch_size=2)
     backward = label_logprobs(model, tokenizer, prompts[::-1], answers, batch_size=2)
-    assert forward == pytest.approx(backward[::-1], abs=1e-4)
+    for got, want in zip(forward, backward[::-1]):
+        assert got == pytest.approx(want, abs=1e-4)
 
 
 def test_generate_returns_one_string_per_prompt_in_order(setup):

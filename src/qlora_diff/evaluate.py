@@ -24,7 +24,7 @@ def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tor
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.eval()
+    return model.requires_grad_(False).eval()
 
 
 def _prediction_rows(cfg: Config, rows: list[dict], logprobs: list[list[float]] | None,
@@ -65,7 +65,8 @@ def evaluate(cfg: Config, model_dir: Path, adapter_dir: Path | None, eval_path: 
         generations = generate_answers(model, tokenizer, prompts, cfg.eval.batch_size, cfg.eval.max_new_tokens)
         predictions = _prediction_rows(cfg, rows, None, generations)
     seconds = clock.seconds
-    total, trainable = count_parameters(model)
+    total, _ = count_parameters(model)
+    trained = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
     metrics = classification_metrics([r["gold"] for r in predictions], [r["prediction"] for r in predictions],
                                      cfg.data.labels, cfg.report.confidence)
     metrics.update({
@@ -77,7 +78,7 @@ def evaluate(cfg: Config, model_dir: Path, adapter_dir: Path | None, eval_path: 
         "peak_memory_gb": peak_process_memory_gb(),
         "peak_gpu_memory_gb": peak_gpu_memory_gb(),
         "parameters_total": total,
-        "parameters_trainable": trainable,
+        "parameters_trainable": trained,  # the adapter's parameters (trained in finetune); 0 for the base
         "chance_accuracy": round(1 / len(cfg.data.labels), 4),
         "majority_class_accuracy": round(max(metrics["per_class"][l]["support"] for l in cfg.data.labels) / len(rows), 4),
         "device": str(next(model.parameters()).device),

@@ -187,7 +187,6 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
         seed=train.seed,
         data_seed=train.seed,
         train_sampling_strategy="group_by_length",  # shuffled, but batches of similar length: less padding
-        gradient_checkpointing=False,  # handled by attach_lora so 4-bit and full precision agree
         bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
         use_cpu=device.type == "cpu",
         report_to=[],

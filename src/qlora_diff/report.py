@@ -34,7 +34,7 @@ def _metric_rows(base: dict, adapter: dict, finetune: dict, chance: float) -> li
         return [fmt(base.get(key)) if base.get(key) is not None else "n/a",
                 fmt(adapter.get(key)) if adapter.get(key) is not None else "n/a"]
 
-    ci = lambda m: f"[{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]"
+    ci = lambda m: f"[{_pct(m.get('accuracy_ci_low'))}, {_pct(m.get('accuracy_ci_high'))}]"
     return [
         ["accuracy", *both("accuracy", _pct)],
         ["accuracy 95% CI", ci(base), ci(adapter)],
