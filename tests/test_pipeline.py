@@ -119,3 +119,16 @@ def test_push_and_pull_through_a_local_remote(repo_copy, tmp_path):
     assert json.loads(status.stdout) == {}
     done = run(["dvc", "repro"], clone)
     assert "Running stage" not in done.stdout
+
+
+def test_pull_request_comment_builds_on_this_repo(repo_copy, tmp_path):
+    workflow = yaml.safe_load((REPO / ".github/workflows/pr-report.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
+    commands = " ".join(step.get("run", "") for step in workflow["jobs"]["report"]["steps"])
+    assert "python -m qlora_diff.pr_report" in commands and "gh pr comment" in commands
+    out = tmp_path / "comment.md"
+    run([sys.executable, "-m", "qlora_diff.pr_report", "--base", "HEAD~1", "--out", str(out)], repo_copy)
+    comment = out.read_text()
+    assert comment.startswith("## Metrics diff against `HEAD~1`")
+    assert "| Path" in comment and "metrics/adapter.json" in comment
+    assert "## Significance" in comment

@@ -114,6 +114,7 @@ class TrainConfig:
     max_seq_length: int = field(default=256, metadata=_range(8))
     seed: int = 42
     gradient_checkpointing: bool = False
+    group_by_length: bool = True
     logging_steps: int = field(default=10, metadata=_range(1))
     save_steps: int = field(default=50, metadata=_range(1))
     num_processes: int = field(default=1, metadata=_range(1))

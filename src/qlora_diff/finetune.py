@@ -186,7 +186,8 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
         save_total_limit=2,
         seed=train.seed,
         data_seed=train.seed,
-        train_sampling_strategy="group_by_length",  # shuffled, but batches of similar length: less padding
+        # Shuffled either way; grouping by length puts similar lengths in a batch, so less padding.
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
         use_cpu=device.type == "cpu",
         report_to=[],

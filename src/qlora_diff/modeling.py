@@ -90,7 +90,7 @@ def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> 
             model_dir,
             quantization_config=quantization,
             dtype=DTYPES[cfg.quant.compute_dtype],
-            device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+            device_map={"": device},
             use_safetensors=True,
             trust_remote_code=False,
         )

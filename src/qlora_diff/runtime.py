@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -15,9 +16,9 @@ from qlora_diff.config import Config, check_device_available
 def select_device(cfg: Config) -> torch.device:
     """``auto`` picks CUDA when visible, else CPU; ``cuda`` without a GPU is a config error."""
     check_device_available(cfg)
-    if cfg.runtime.device == "cpu":
+    if cfg.runtime.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
 
 
 def configure_threads(cfg: Config) -> None:
