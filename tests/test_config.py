@@ -108,3 +108,8 @@ def test_stage_cli_rejects_bad_params_fast_and_leaves_outputs(tmp_path, stage):
     assert elapsed < 5, f"validation took {elapsed:.1f}s"
     assert existing.read_text() == '{"kept": true}'
     assert sorted(p.name for p in Path(tmp_path).rglob("*")) == ["data.json", "metrics", "params.yaml"]
+
+
+def test_code_defaults_equal_the_committed_params():
+    """A key left out of params.yaml behaves exactly as the committed default run."""
+    assert parse_config({}) == load_config(REPO / "params.yaml")

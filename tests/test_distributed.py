@@ -32,7 +32,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(project):
     double = finetune_with(project, processes=2, per_device_batch=2)
     losses_double = (project / "dvclive/plots/metrics/train/loss.tsv").read_text()
     assert single["steps"] == double["steps"] == 6
-    assert double["tokens_seen"] == single["tokens_seen"]
+    assert double["tokens_seen"] == single["tokens_seen"]  # non-padding tokens: the same examples
     # Same examples in each global batch; only the float summation order differs across the two
     # processes' gradient all-reduce, so 1e-3 relative is a generous bound on rounding.
     assert double["train_loss_mean"] == pytest.approx(single["train_loss_mean"], rel=1e-3)

@@ -58,7 +58,7 @@ def load_gguf(gguf_path: Path) -> tuple[torch.nn.Module, object]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    except (ValueError, OSError, KeyError, IndexError, RuntimeError) as exc:
+    except Exception as exc:  # any parse failure of a user-supplied file: name the file, keep the cause
         raise ModelFileError(f"{gguf_path}: cannot be read as a GGUF model ({type(exc).__name__}: {exc}).") from exc
     return model, tokenizer
 

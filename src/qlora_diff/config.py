@@ -60,7 +60,7 @@ class DataConfig:
     hypothesis_column: str = "hypothesis"
     label_column: str = "label"
     labels: list[str] = field(default_factory=lambda: ["entailment", "neutral", "contradiction"])
-    train_size: Union[int, Literal["all"]] = field(default=2000, metadata=_range(1))
+    train_size: Union[int, Literal["all"]] = field(default=3000, metadata=_range(1))
     eval_size: Union[int, Literal["all"]] = field(default=1000, metadata=_range(1))
     seed: int = 42
     on_bad_row: Literal["error", "skip"] = "error"
@@ -70,11 +70,8 @@ class DataConfig:
 class PromptConfig:
     """The chat prompt; ``template`` uses ``{premise}`` and ``{hypothesis}``."""
 
-    system: str = "You are an expert at natural language inference."
-    template: str = (
-        "Premise: {premise}\nHypothesis: {hypothesis}\n"
-        "Does the premise entail the hypothesis? Answer with one word: entailment, neutral or contradiction."
-    )
+    system: str = "Classify the relation between the premise and the hypothesis."
+    template: str = "Premise: {premise}\nHypothesis: {hypothesis}\nAnswer entailment, neutral or contradiction."
     label_words: dict[str, str] = field(
         default_factory=lambda: {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
     )
@@ -94,36 +91,36 @@ class QuantConfig:
 class LoraConfig:
     r: int = field(default=16, metadata=_range(1, 1024))
     alpha: float = field(default=32.0, metadata=_range(0, exclusive_min=True))
-    dropout: float = field(default=0.05, metadata=_range(0, 0.99))
+    dropout: float = field(default=0.0, metadata=_range(0, 0.99))
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = field(default=5e-4, metadata=_range(0, 1, exclusive_min=True))
+    learning_rate: float = field(default=1e-3, metadata=_range(0, 1, exclusive_min=True))
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     warmup_ratio: float = field(default=0.05, metadata=_range(0, 0.99))
     weight_decay: float = field(default=0.0, metadata=_range(0))
     epochs: float = field(default=1.0, metadata=_range(0, exclusive_min=True))
     max_steps: int = field(default=-1, metadata=_range(-1))
-    batch_size: int = field(default=8, metadata=_range(1))
+    batch_size: int = field(default=16, metadata=_range(1))
     grad_accum: int = field(default=1, metadata=_range(1))
     max_seq_length: int = field(default=256, metadata=_range(8))
     seed: int = 42
     gradient_checkpointing: bool = False
-    group_by_length: bool = True
+    group_by_length: bool = False
     logging_steps: int = field(default=10, metadata=_range(1))
-    save_steps: int = field(default=50, metadata=_range(1))
+    save_steps: int = field(default=25, metadata=_range(1))
     num_processes: int = field(default=1, metadata=_range(1))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     method: Literal["loglik", "generate"] = "loglik"
-    batch_size: int = field(default=32, metadata=_range(1))
+    batch_size: int = field(default=16, metadata=_range(1))
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
 
 

@@ -191,7 +191,7 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
         bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
         use_cpu=device.type == "cpu",
         report_to=[],
-        include_num_input_tokens_seen=True,
+        include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=not show_progress(),
         ddp_find_unused_parameters=False,

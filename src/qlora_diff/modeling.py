@@ -81,6 +81,22 @@ def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
     return touched
 
 
+def flatten_output_projection(model: torch.nn.Module) -> None:
+    """Run the LM head as one 2-D matmul over all positions.
+
+    With a frozen (requires_grad=False) tied head and a 3-D input, PyTorch 2.13 on CPU takes a
+    batched-matmul path that first copies the 49k x 576 weight per row: profiling showed evaluation
+    2x slower and LoRA training 15% slower.  Flattening gives bit-identical logits.
+    """
+    head = model.get_output_embeddings()
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        flat = torch.nn.functional.linear(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)
+        return flat.view(*hidden.shape[:-1], flat.shape[-1])
+
+    head.forward = forward
+
+
 def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> torch.nn.Module:
     """Load ``model_dir`` with the params' quantization on ``device`` (safetensors only, no remote code)."""
     check_model_dir(model_dir)
@@ -94,14 +110,15 @@ def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> 
             use_safetensors=True,
             trust_remote_code=False,
         )
-    except (OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, torch.OutOfMemoryError):
+    except Exception as exc:  # a corrupt or truncated checkpoint fails in many library-specific ways
+        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
             raise
         weights = ", ".join(p.name for p in Path(model_dir).glob("*.safetensors"))
         raise ModelFileError(f"{model_dir}/{weights}: weights cannot be loaded ({type(exc).__name__}: "
                              f"{str(exc)[:300]}); the file may be truncated or corrupted, rerun `dvc repro -f base_model`.") from exc
     if quantization is not None:
         disable_cpu_inference_repack(model)
+    flatten_output_projection(model)
     return model
 
 
