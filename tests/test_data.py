@@ -115,3 +115,18 @@ def test_prepare_writes_splits_prompts_and_metrics(project):
     saved = json.loads((project / "metrics/data.json").read_text())
     assert saved["train"]["prompt_tokens_max"] >= saved["train"]["prompt_tokens_mean"] > 0
     assert saved["chance_rate"] == 0.3333
+
+
+def test_hub_source_code_path_works_offline_with_a_local_dataset_directory(tmp_path):
+    """data.source: hub goes through datasets.load_dataset; a local folder stands in for a hub dataset."""
+    folder = tmp_path / "snli_like"
+    folder.mkdir()
+    rows = [{"premise": f"p{i}", "hypothesis": f"h{i}", "label": i % 3} for i in range(12)]
+    rows[4]["label"] = -1  # the hub's "no gold label"
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = parse_config({"data": {"source": "hub", "hub_name": str(folder)}})
+    eval_rows, stats = read_split(cfg, "eval")
+    assert stats.no_gold_label == 1 and len(eval_rows) == 11
+    assert [r["label"] for r in eval_rows[:3]] == ["entailment", "neutral", "contradiction"]
+    assert eval_rows[0]["id"] == "eval-000001"
