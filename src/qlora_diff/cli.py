@@ -23,16 +23,23 @@ def run_stage(main: Callable[[Config], None], description: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.params)  # before torch/transformers are imported: bad params fail in ~1 s
+    except ConfigError as exc:
+        _fail(exc)
+    if cfg.model.source == "hub" or cfg.data.source == "hub":
+        os.environ["HF_HUB_OFFLINE"] = "0"
     from qlora_diff.modeling import ModelFileError
 
     try:
-        cfg = load_config(args.params)
-        if cfg.model.source == "hub" or cfg.data.source == "hub":
-            os.environ["HF_HUB_OFFLINE"] = "0"
         main(cfg)
     except (ConfigError, InputError, ModelFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(exc)
     except KeyboardInterrupt:
         print("interrupted: no output was written; rerun `dvc repro` to continue.", file=sys.stderr)
         sys.exit(130)
+
+
+def _fail(exc: Exception) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
