@@ -203,6 +203,26 @@ def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
     assert steps == sorted(steps) and steps[-1] == 6
 
 
+def test_a_checkpoint_cut_off_mid_save_is_skipped(prepared, monkeypatch):
+    from qlora_diff import finetune as module
+
+    run_finetune(prepared, "models/uninterrupted")
+
+    def interrupt(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.DVCLiveCurves, "on_save", interrupt, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(prepared, "models/resumed")
+    monkeypatch.undo()
+    partial = prepared / "checkpoints/finetune/checkpoint-4"
+    (partial / "trainer_state.json").write_text('{"global_step": 4, "log_hist')  # killed while writing
+    metrics = run_finetune(prepared, "models/resumed")
+    assert metrics["resumed_from_checkpoint"] is True  # from checkpoint-2, the last complete one
+    assert adapter_weights(prepared / "models/resumed") == adapter_weights(prepared / "models/uninterrupted")
+
+
 def test_checkpoints_of_other_params_are_not_resumed(prepared):
     checkpoint = prepared / "checkpoints/finetune"
     (checkpoint / "checkpoint-2").mkdir(parents=True)

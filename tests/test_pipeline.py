@@ -90,7 +90,7 @@ def test_plots_render_to_html(repo_copy, tmp_path):
 
 
 def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
-    done = run(["dvc", "exp", "run", "-n", "rank8", "-S", "lora.r=8"], repo_copy)
+    done = run(["dvc", "exp", "run", "--temp", "-n", "rank8", "-S", "lora.r=8"], repo_copy)
     ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"finetune", "evaluate_adapter", "compare"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
@@ -100,7 +100,8 @@ def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
     changed = diff["metrics/finetune.json"]
     assert changed["parameters_trainable"]["new"] == 2 * changed["parameters_trainable"]["old"]
     params_diff = json.loads(run(["dvc", "params", "diff", "HEAD", "rank8", "--json"], repo_copy).stdout)
-    assert params_diff["params.yaml"]["lora.r"] == {"old": 4, "new": 8}
+    assert params_diff["params.yaml"]["lora.r"]["old"] == 4 and params_diff["params.yaml"]["lora.r"]["new"] == 8
+    assert run(["git", "status", "--porcelain"], repo_copy).stdout == "", "--temp must leave the workspace alone"
     assert "metrics/base.json" not in diff or all(v.get("diff", 0) == 0 for k, v in diff["metrics/base.json"].items()
                                                   if k not in ("seconds", "examples_per_second", "peak_memory_gb",
                                                                "prompt_tokens_per_second"))

@@ -77,17 +77,34 @@ def run_fingerprint(cfg: Config, train_path: Path, model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str, is_main_process: bool = True) -> bool:
-    """True when ``checkpoint_dir`` holds checkpoints of this exact run; the main process deletes stale ones."""
+def _complete(checkpoint: Path) -> bool:
+    """Trainer writes trainer_state.json last, so a checkpoint killed mid-save lacks a readable one."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str, is_main_process: bool = True) -> Path | None:
+    """The latest complete checkpoint of this exact run, if any.
+
+    The main process deletes checkpoints of other params and ones cut off mid-save by a kill.
+    """
     marker = checkpoint_dir / FINGERPRINT_FILE
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint:
-        return any(checkpoint_dir.glob("checkpoint-*"))
+        checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        complete = [c for c in checkpoints if _complete(c)]
+        if is_main_process:
+            for partial in set(checkpoints) - set(complete):
+                shutil.rmtree(partial)
+        return complete[-1] if complete else None
     if not is_main_process:
-        return False
+        return None
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
-    return False
+    return None
 
 
 class LeftPadCollator:
@@ -220,7 +237,8 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     examples, too_long = build_examples(cfg, tokenizer, rows)
     fingerprint = run_fingerprint(cfg, train_path, model_dir)
     is_main_process = int(os.environ.get("RANK", "0")) == 0
-    resume = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
+    checkpoint = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
+    resume = checkpoint is not None
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device))
     total, trainable = count_parameters(model)
@@ -233,7 +251,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
     )
     clock = Stopwatch()
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = clock.seconds
     if not trainer.is_world_process_zero():
         return {}
