@@ -133,3 +133,23 @@ def test_pull_request_comment_builds_on_this_repo(repo_copy, tmp_path):
     assert comment.startswith("## Metrics diff against `HEAD~1`")
     assert "| Path" in comment and "metrics/adapter.json" in comment
     assert "## Significance" in comment
+
+
+TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "peak_memory_gb",
+                 "peak_gpu_memory_gb", "tokens_per_second"}
+
+
+def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
+    """`dvc repro -f` of the stages after the base model gives the same predictions, adapter and metrics."""
+    files = ["reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
+             "models/adapter/adapter_model.safetensors", "metrics/compare.json", "reports/plots/transitions.json"]
+    before = {f: (repo_copy / f).read_bytes() for f in files}
+    metrics = ["metrics/base.json", "metrics/adapter.json", "metrics/finetune.json"]
+    strip = lambda f: {k: v for k, v in json.loads((repo_copy / f).read_text()).items() if k not in TIMING_FIELDS}
+    before_metrics = {f: strip(f) for f in metrics}
+    run(["dvc", "repro", "-f", "--downstream", "evaluate_base", "finetune"], repo_copy)
+    for f in files:
+        assert (repo_copy / f).read_bytes() == before[f], f
+    for f in metrics:
+        assert strip(f) == before_metrics[f], f
+    run(["git", "checkout", "--", "metrics", "reports", "dvc.lock"], repo_copy)
