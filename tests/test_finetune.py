@@ -180,10 +180,11 @@ def test_same_params_give_bit_identical_adapters(prepared):
     assert "library_name: peft" in card and '"r": 4' in card
 
 
-def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
+def interrupt_after_saving_step_4(project: Path, monkeypatch) -> None:
+    """Run an uninterrupted reference, then a run stopped (as by Ctrl-C) right after checkpoint-4 is saved."""
     from qlora_diff import finetune as module
 
-    run_finetune(prepared, "models/uninterrupted")
+    run_finetune(project, "models/uninterrupted")
 
     def interrupt(self, args, state, control, **kwargs):
         if state.global_step == 4:
@@ -191,10 +192,14 @@ def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
 
     monkeypatch.setattr(module.DVCLiveCurves, "on_save", interrupt, raising=False)
     with pytest.raises(KeyboardInterrupt):
-        run_finetune(prepared, "models/resumed")
+        run_finetune(project, "models/resumed")
+    monkeypatch.undo()
+
+
+def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
+    interrupt_after_saving_step_4(prepared, monkeypatch)
     assert not (prepared / "models/resumed").exists(), "an interrupted run must not leave an adapter behind"
     assert (prepared / "checkpoints/finetune/checkpoint-4").is_dir()
-    monkeypatch.undo()
     metrics = run_finetune(prepared, "models/resumed")
     assert metrics["resumed_from_checkpoint"] is True
     assert adapter_weights(prepared / "models/resumed") == adapter_weights(prepared / "models/uninterrupted")
@@ -204,22 +209,12 @@ def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):
 
 
 def test_a_checkpoint_cut_off_mid_save_is_skipped(prepared, monkeypatch):
-    from qlora_diff import finetune as module
-
-    run_finetune(prepared, "models/uninterrupted")
-
-    def interrupt(self, args, state, control, **kwargs):
-        if state.global_step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(module.DVCLiveCurves, "on_save", interrupt, raising=False)
-    with pytest.raises(KeyboardInterrupt):
-        run_finetune(prepared, "models/resumed")
-    monkeypatch.undo()
+    interrupt_after_saving_step_4(prepared, monkeypatch)
     partial = prepared / "checkpoints/finetune/checkpoint-4"
     (partial / "trainer_state.json").write_text('{"global_step": 4, "log_hist')  # killed while writing
     metrics = run_finetune(prepared, "models/resumed")
     assert metrics["resumed_from_checkpoint"] is True  # from checkpoint-2, the last complete one
+    assert not partial.exists()
     assert adapter_weights(prepared / "models/resumed") == adapter_weights(prepared / "models/uninterrupted")
 
 
