@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -124,8 +125,6 @@ def pick_examples(pairs: list[tuple[dict, dict]], name: str, count: int, seed: i
 def run_compare(cfg: Config, base_path: Path, adapter_path: Path, metrics_dir: Path, report_path: Path,
                 compare_metrics_path: Path, transitions_path: Path) -> dict:
     """Join both prediction files and write the Markdown report, compare metrics and transition plot data."""
-    import json
-
     from qlora_diff.report import render_markdown
 
     pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path),
