@@ -9,7 +9,7 @@ from conftest import snli_rows
 from qlora_diff.config import parse_config
 from qlora_diff.modeling import load_causal_lm, load_tokenizer
 from qlora_diff.prompts import answer_token_ids, format_prompt
-from qlora_diff.scoring import generate_answers, label_logprobs, parse_label
+from qlora_diff.scoring import generate_answers, label_logprobs, parse_label, shared_prefix
 
 # Two-word label words make every answer several tokens long.
 LABEL_WORDS = {"entailment": "it follows", "neutral": "cannot tell", "contradiction": "it contradicts"}
@@ -50,6 +50,44 @@ def test_logprobs_match_independent_full_sequence_computation(setup):
         expected = [reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()]
         assert row == pytest.approx(expected, abs=1e-3)
         assert row.index(max(row)) == expected.index(max(expected))
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_answers_of_different_lengths_match_reference(setup, share_prefix):
+    """One-token, two-token and four-token answers packed in one block: each sees only its own tokens."""
+    _, tokenizer, model, prompts = setup
+    answers = {"one": [40], "two": [41, 42], "four": [43, 44, 45, 46]}
+    scores = label_logprobs(model, tokenizer, prompts, answers, batch_size=4, share_prefix=share_prefix)
+    for prompt, row in zip(prompts, scores):
+        assert row == pytest.approx([reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()],
+                                    abs=1e-3)
+
+
+def test_adapter_model_scores_like_reference(setup):
+    """Through a PeftModel with non-zero LoRA weights: the cache and the packed mask reach every layer."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg, tokenizer, model, prompts = setup
+    torch.manual_seed(1)
+    adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    try:
+        answers = answer_token_ids(cfg, tokenizer)
+        scores = label_logprobs(adapted, tokenizer, prompts[:3], answers, batch_size=3)
+        for prompt, row in zip(prompts, scores):
+            expected = [reference_logprob(adapted, tokenizer, prompt, ids) for ids in answers.values()]
+            with adapted.disable_adapter():
+                plain = [reference_logprob(adapted, tokenizer, prompt, ids) for ids in answers.values()]
+            assert row == pytest.approx(expected, abs=1e-3)
+            assert row != pytest.approx(plain, abs=1e-3), "the adapter must change the scores"
+    finally:
+        adapted.unload()
+
+
+def test_shared_prefix_leaves_every_prompt_a_token():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == [1, 2, 3]
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]
+    assert shared_prefix([[7, 8], [9, 8]]) == []
+    assert shared_prefix([[1, 2, 3]]) == [1, 2]
 
 
 def test_multi_token_labels_are_scored_in_full(setup):

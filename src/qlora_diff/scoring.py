@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -49,6 +52,61 @@ def _guard_memory(fn):
     return wrapper
 
 
+@dataclass(frozen=True)
+class _AnswerTree:
+    """Every label's answer, packed as one block that follows the prompt (a tree of continuations).
+
+    Block token ``c`` is step ``step[c]`` of label ``label[c]``'s answer and predicts ``target[c]``;
+    it may attend only to the prompt and to earlier tokens of its own label. Scoring then takes a
+    single forward pass per batch instead of a prompt pass plus a pass over a repeated KV cache.
+    """
+
+    first: torch.Tensor   # (labels,) the first answer token of each label, predicted from the prompt
+    ids: torch.Tensor     # (C,) each label's answer tokens but the last, label after label
+    label: torch.Tensor   # (C,)
+    step: torch.Tensor    # (C,)
+    target: torch.Tensor  # (C,) the next answer token
+
+    @classmethod
+    def build(cls, answers: dict[str, list[int]], device: torch.device) -> _AnswerTree:
+        fed = [(row, step, ids[step], ids[step + 1]) for row, ids in enumerate(answers.values())
+               for step in range(len(ids) - 1)]
+        columns = list(zip(*fed)) if fed else [(), (), (), ()]
+        label, step, ids, target = (torch.tensor(col, dtype=torch.long, device=device) for col in columns)
+        first = torch.tensor([ids_[0] for ids_ in answers.values()], dtype=torch.long, device=device)
+        return cls(first=first, ids=ids, label=label, step=step, target=target)
+
+    def visible(self) -> torch.Tensor:
+        """(C, C) which block tokens each block token attends to: its own label's, up to itself."""
+        return (self.label[:, None] == self.label[None, :]) & (self.step[None, :] <= self.step[:, None])
+
+
+def shared_prefix(encoded: Sequence[list[int]]) -> list[int]:
+    """The token prefix common to every prompt (system prompt, template head), leaving each prompt >= 1 token."""
+    prefix = os.path.commonprefix(list(encoded))
+    return prefix[:min(len(ids) for ids in encoded) - 1]
+
+
+def _attention_bias(mask: torch.Tensor, prefix_len: int, tree: _AnswerTree, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, W + C, prefix + W + C) additive mask: causal over the left-padded prompts, tree over the answers.
+
+    Padding rows see themselves so that no row is fully masked (their outputs are never read).
+    """
+    batch, width = mask.shape
+    blocks = len(tree.ids)
+    keys = mask.bool()[:, None, :]                                            # (batch, 1, W)
+    causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
+    prompt_rows = (keys & causal) | torch.eye(width, dtype=torch.bool, device=mask.device)
+    answer_rows = keys.expand(batch, blocks, width)
+    allowed = torch.cat([
+        torch.ones(batch, width + blocks, prefix_len, dtype=torch.bool, device=mask.device),
+        torch.cat([prompt_rows, answer_rows], 1),
+        torch.cat([torch.zeros(batch, width, blocks, dtype=torch.bool, device=mask.device),
+                   tree.visible().expand(batch, blocks, blocks)], 1),
+    ], 2)
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
 @_guard_memory
 @torch.inference_mode()
 def label_logprobs(
@@ -57,43 +115,41 @@ def label_logprobs(
     prompts: Sequence[str],
     answers: dict[str, list[int]],
     batch_size: int,
+    share_prefix: bool = True,
 ) -> list[list[float]]:
     """Summed log-probability of every label's full answer after each prompt, in input order.
 
-    Each prompt runs once; its KV cache is repeated for the labels, which are scored in one
-    more forward pass, so multi-token answers cost a few tokens rather than a whole prompt each.
-    Prompts are batched by length (left-padded, explicit position ids) to cut padding.
+    One forward pass per batch scores all labels (see ``_AnswerTree``). The prefix that every
+    prompt shares (``shared_prefix``) runs once and is reused from a KV cache. Prompts are
+    batched by length (left-padded, explicit position ids) to cut padding.
     """
     device = next(model.parameters()).device
+    dtype = model.get_input_embeddings().weight.dtype
     encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    prefix = shared_prefix(encoded) if share_prefix and encoded else []
+    prefix_cache = None
+    if prefix:
+        prefix_cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).cache
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    n_labels = len(answers)
-    width = max(len(ids) for ids in answers.values())
-    answer_ids = torch.full((n_labels, width), tokenizer.pad_token_id, dtype=torch.long)
-    answer_mask = torch.zeros((n_labels, width), dtype=torch.long)
-    for row, ids in enumerate(answers.values()):
-        answer_ids[row, :len(ids)] = torch.tensor(ids)
-        answer_mask[row, :len(ids)] = 1
-    answer_ids, answer_mask = answer_ids.to(device), answer_mask.to(device)
+    tree = _AnswerTree.build(answers, device)
     results: list[list[float]] = [[] for _ in prompts]
     for batch in tqdm(list(_batches(order, batch_size)), desc="scoring", disable=not show_progress()):
-        ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id, device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=width > 1, logits_to_keep=1)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)[:, answer_ids[:, 0]]  # (batch, labels)
-        totals = first
-        if width > 1:
-            cache = out.cache
-            cache.batch_repeat_interleave(n_labels)
-            cont_ids = answer_ids[:, :-1].repeat(len(batch), 1)
-            cont_mask = torch.cat([mask.repeat_interleave(n_labels, 0), answer_mask[:, :-1].repeat(len(batch), 1)], 1)
-            cont_pos = mask.sum(-1).repeat_interleave(n_labels).unsqueeze(1) + torch.arange(width - 1, device=device)
-            logits = model(input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos,
-                           cache=cache).logits.float()
-            targets = answer_ids[:, 1:].repeat(len(batch), 1)
-            token_lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            token_lp = token_lp * answer_mask[:, 1:].repeat(len(batch), 1)
-            totals = totals + token_lp.sum(-1).view(len(batch), n_labels)
+        ids, mask = _left_pad([encoded[i][len(prefix):] for i in batch], tokenizer.pad_token_id, device)
+        width = ids.shape[1]
+        lengths = mask.sum(-1, keepdim=True)
+        positions = torch.cat([(mask.cumsum(-1) - 1).clamp(min=0), lengths + tree.step], 1) + len(prefix)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(batch))
+        out = model(input_ids=torch.cat([ids, tree.ids.expand(len(batch), -1)], 1),
+                    attention_mask=_attention_bias(mask, len(prefix), tree, dtype), position_ids=positions,
+                    cache=cache, use_cache=cache is not None,
+                    logits_to_keep=torch.arange(width - 1, width + len(tree.ids), device=device))
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)                  # (batch, 1 + C, vocab)
+        totals = logprobs[:, 0, tree.first]
+        steps = logprobs[:, 1:].gather(-1, tree.target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1)
+        totals = totals.index_add(1, tree.label, steps)
         for row, index in enumerate(batch):
             results[index] = totals[row].tolist()
     return results
