@@ -26,6 +26,7 @@ test: setup
 benchmark: setup
 	$(BIN)/python benchmarks/eval_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/eval_numerics.py
 
 clean:
 	rm -rf $(VENV)
