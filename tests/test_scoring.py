@@ -53,10 +53,13 @@ def test_logprobs_match_independent_full_sequence_computation(setup):
 
 
 @pytest.mark.parametrize("share_prefix", [True, False])
-def test_answers_of_different_lengths_match_reference(setup, share_prefix):
-    """One-token, two-token and four-token answers packed in one block: each sees only its own tokens."""
+@pytest.mark.parametrize("answers", [
+    {"one": [40], "two": [41, 42], "four": [43, 44, 45, 46]},  # packed block of 4 tokens, labels of 1-4 tokens
+    {"a": [40], "b": [41], "c": [42]},                          # single-token labels: nothing packed
+])
+def test_answers_of_different_lengths_match_reference(setup, share_prefix, answers):
+    """Answers packed in one block after the prompt: each label sees only its own earlier tokens."""
     _, tokenizer, model, prompts = setup
-    answers = {"one": [40], "two": [41, 42], "four": [43, 44, 45, 46]}
     scores = label_logprobs(model, tokenizer, prompts, answers, batch_size=4, share_prefix=share_prefix)
     for prompt, row in zip(prompts, scores):
         assert row == pytest.approx([reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()],

@@ -73,7 +73,7 @@ class _AnswerTree:
                for step in range(len(ids) - 1)]
         columns = list(zip(*fed)) if fed else [(), (), (), ()]
         label, step, ids, target = (torch.tensor(col, dtype=torch.long, device=device) for col in columns)
-        first = torch.tensor([ids_[0] for ids_ in answers.values()], dtype=torch.long, device=device)
+        first = torch.tensor([answer[0] for answer in answers.values()], dtype=torch.long, device=device)
         return cls(first=first, ids=ids, label=label, step=step, target=target)
 
     def visible(self) -> torch.Tensor:
@@ -104,7 +104,8 @@ def _attention_bias(mask: torch.Tensor, prefix_len: int, tree: _AnswerTree, dtyp
         torch.cat([torch.zeros(batch, width, blocks, dtype=torch.bool, device=mask.device),
                    tree.visible().expand(batch, blocks, blocks)], 1),
     ], 2)
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return bias[:, None]
 
 
 @_guard_memory
