@@ -142,7 +142,8 @@ TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "
 def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
     """`dvc repro -f` of the stages after the base model gives the same predictions, adapter and metrics."""
     files = ["reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
-             "models/adapter/adapter_model.safetensors", "metrics/compare.json", "reports/plots/transitions.json"]
+             "models/adapter/adapter_model.safetensors", "models/adapter/adapter_config.json",
+             "models/adapter/README.md", "metrics/compare.json", "reports/plots/transitions.json"]
     before = {f: (repo_copy / f).read_bytes() for f in files}
     metrics = ["metrics/base.json", "metrics/adapter.json", "metrics/finetune.json"]
     strip = lambda f: {k: v for k, v in json.loads((repo_copy / f).read_text()).items() if k not in TIMING_FIELDS}

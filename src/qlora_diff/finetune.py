@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -215,14 +216,33 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
     )
 
 
+# Metrics that differ between two runs of the same params; kept out of the adapter directory so its hash
+# (the dependency of evaluate_adapter in dvc.lock) only changes when the adapter does.
+RUN_DEPENDENT_METRICS = ("seconds", "tokens_per_second", "peak_memory_gb", "peak_gpu_memory_gb", "device",
+                         "resumed_from_checkpoint")
+
+
+def save_adapter(model: torch.nn.Module, adapter_dir: Path) -> None:
+    """``save_pretrained`` with set-valued config fields sorted: PEFT stores ``target_modules`` as a set, which
+    JSON-serializes in hash-seed order and would make ``adapter_config.json`` differ between identical runs."""
+    for config in model.peft_config.values():
+        for field in dataclasses.fields(config):
+            if isinstance(getattr(config, field.name), set):
+                setattr(config, field.name, sorted(getattr(config, field.name)))
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+
+
 def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: dict) -> None:
+    """A Hugging Face model card holding only what the same params reproduce byte for byte."""
+    metrics = {key: value for key, value in metrics.items() if key not in RUN_DEPENDENT_METRICS}
     lines = [
         "---", "library_name: peft", "tags: [qlora, lora, snli, nli]", "---", "",
         "# QLoRA adapter for natural language inference (SNLI)", "",
         f"Base model: `{base_info.get('path')}` ({base_info.get('source')}, sha256 `{base_info.get('sha256')}`).", "",
         "Produced by the `finetune` stage of this repository's DVC pipeline. Params:", "",
         "```json", json.dumps({k: cfg.to_dict()[k] for k in ("quant", "lora", "train")}, indent=2), "```", "",
-        "Training metrics:", "", "```json", json.dumps(metrics, indent=2), "```", "",
+        "Training metrics (timing and memory: `metrics/finetune.json`):", "", "```json",
+        json.dumps(metrics, indent=2), "```", "",
     ]
     (adapter_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
@@ -260,7 +280,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     base_info = json.loads((model_dir.parent / f"{model_dir.name}.json").read_text()) \
         if (model_dir.parent / f"{model_dir.name}.json").is_file() else {}
     with atomic.atomic_path(adapter_dir, is_dir=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(model, tmp)
         adapter_mb = sum(f.stat().st_size for f in tmp.glob("*.safetensors")) / 1024**2
         metrics = {
             "seconds": seconds,
