@@ -1,5 +1,6 @@
-"""Eval speed (best of 2 runs) on the embedded model and 200 eval rows: loglik vs generate vs the bare forward pass (ceiling),
-what each loglik optimisation and the bitsandbytes CPU repack fix cost, and how fast loglik could be at best.
+"""Eval speed (best of 2 runs) on the embedded model and 200 eval rows: loglik vs generate vs the bare forward
+pass (ceiling), what each loglik optimisation and the bitsandbytes CPU repack fix cost, and how fast loglik could
+be at best.
 
 Run: python benchmarks/eval_throughput.py   (after `dvc repro prepare`)
 """
@@ -11,17 +12,16 @@ import torch
 from common import MODEL_DIR, config, rows, timed, write_results
 from qlora_diff.modeling import load_causal_lm, load_tokenizer
 from qlora_diff.prompts import answer_token_ids
-from qlora_diff.scoring import _left_pad, generate_answers, label_logprobs
+from qlora_diff.scoring import _batches, _left_pad, generate_answers, label_logprobs
 
 ROWS = 200
 
 
 def bare_forward(model, encoded: list[list[int]], pad_id: int, batch_size: int) -> None:
     """The same length-sorted batches through one plain forward each: the ceiling for loglik."""
-    encoded = sorted(encoded, key=len)
     with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            ids, mask = _left_pad(encoded[start:start + batch_size], pad_id, torch.device("cpu"))
+        for batch in _batches(sorted(encoded, key=len), batch_size):
+            ids, mask = _left_pad(batch, pad_id, torch.device("cpu"))
             model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
 
 

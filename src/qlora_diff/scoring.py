@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -15,14 +16,16 @@ from transformers import PreTrainedTokenizerBase
 from qlora_diff.cli import InputError
 from qlora_diff.runtime import show_progress
 
+T = TypeVar("T")
+
 
 class OutOfMemory(InputError):
     """A batch did not fit; the message says which knob to lower."""
 
 
-def _batches(order: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), size):
-        yield order[start:start + size]
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _left_pad(sequences: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
