@@ -15,7 +15,7 @@ from common import MODEL_DIR, REPO, config, rows, write_results
 from qlora_diff.evaluate import load_for_eval
 from qlora_diff.modeling import load_tokenizer
 from qlora_diff.prompts import answer_token_ids
-from qlora_diff.scoring import label_logprobs
+from qlora_diff.scoring import encode_prompts, label_logprobs
 
 ROWS = 200
 ADAPTER_DIR = REPO / "models" / "adapter"
@@ -25,7 +25,7 @@ def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int) -> list
     cfg = config(runtime={"device": "cpu"}, quant={"compute_dtype": compute_dtype})
     tokenizer = load_tokenizer(MODEL_DIR)
     model = load_for_eval(cfg, MODEL_DIR, adapter_dir)
-    return label_logprobs(model, tokenizer, [r["prompt"] for r in rows(ROWS)], answer_token_ids(cfg, tokenizer),
+    return label_logprobs(model, tokenizer, encode_prompts(tokenizer, [r["prompt"] for r in rows(ROWS)]), answer_token_ids(cfg, tokenizer),
                           batch_size)
 
 

@@ -12,7 +12,7 @@ import torch
 from common import MODEL_DIR, config, rows, timed, write_results
 from qlora_diff.modeling import load_causal_lm, load_tokenizer
 from qlora_diff.prompts import answer_token_ids
-from qlora_diff.scoring import _batches, _left_pad, generate_answers, label_logprobs
+from qlora_diff.scoring import batches, encode_prompts, generate_answers, label_logprobs, padded_batch
 
 ROWS = 200
 
@@ -20,8 +20,8 @@ ROWS = 200
 def bare_forward(model, encoded: list[list[int]], pad_id: int, batch_size: int) -> None:
     """The same length-sorted batches through one plain forward each: the ceiling for loglik."""
     with torch.inference_mode():
-        for batch in _batches(sorted(encoded, key=len), batch_size):
-            ids, mask = _left_pad(batch, pad_id, torch.device("cpu"))
+        for batch in batches(sorted(encoded, key=len), batch_size):
+            ids, mask = padded_batch(batch, pad_id, torch.device("cpu"))
             model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     cfg = config(runtime={"device": "cpu"})
     tokenizer = load_tokenizer(MODEL_DIR)
     prompts = [r["prompt"] for r in rows(ROWS)]
-    encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    encoded = encode_prompts(tokenizer, prompts)
     tokens = sum(map(len, encoded))
     answers = answer_token_ids(cfg, tokenizer)
     size = cfg.eval.batch_size
@@ -50,12 +50,12 @@ def main() -> None:
 
     ceiling = measure("bare forward (ceiling)", lambda: bare_forward(model, encoded, tokenizer.pad_token_id, size))
     loglik = measure("loglik (default: shared prefix cached, answers packed)",
-                     lambda: label_logprobs(model, tokenizer, prompts, answers, size))
+                     lambda: label_logprobs(model, tokenizer, encoded, answers, size))
     unshared = measure("loglik, no prefix sharing (answers packed)",
-                       lambda: label_logprobs(model, tokenizer, prompts, answers, size, share_prefix=False))
-    generate = measure("generate", lambda: generate_answers(model, tokenizer, prompts, size, cfg.eval.max_new_tokens))
+                       lambda: label_logprobs(model, tokenizer, encoded, answers, size, share_prefix=False))
+    generate = measure("generate", lambda: generate_answers(model, tokenizer, encoded, size, cfg.eval.max_new_tokens))
     one_by_one = measure("generate, batch_size=1",
-                         lambda: generate_answers(model, tokenizer, prompts, 1, cfg.eval.max_new_tokens), repeats=1)
+                         lambda: generate_answers(model, tokenizer, encoded, 1, cfg.eval.max_new_tokens), repeats=1)
     # The repack fix: the same loglik with bitsandbytes allowed to repack (wrong numbers, shown for speed only).
     import bitsandbytes as bnb
     from bitsandbytes.functional import has_avx512bf16
@@ -66,7 +66,7 @@ def main() -> None:
             if isinstance(module, bnb.nn.Linear4bit):
                 module.support_avx512bf16_for_cpu = True
         repacked = measure("loglik, bnb repack allowed (WRONG numbers)",
-                           lambda: label_logprobs(model, tokenizer, prompts, answers, size))
+                           lambda: label_logprobs(model, tokenizer, encoded, answers, size))
     distinct = distinct_prefixes(encoded)
     best_possible = ceiling * distinct / tokens
     notes = [

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from qlora_diff.cli import InputError
-from qlora_diff.compare import compare_predictions, join_predictions, mcnemar_exact_p, paired_bootstrap_ci, run_compare
+from qlora_diff.errors import InputError
+from conftest import REPO
+from qlora_diff.compare import compare, compare_predictions, join_predictions, mcnemar_exact_p, paired_bootstrap_ci
 from qlora_diff.config import parse_config
-from qlora_diff.report import SECTIONS
+from qlora_diff.report import SECTIONS, render_markdown
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -69,21 +72,32 @@ def test_mismatched_or_duplicated_ids_are_clear_errors():
         join_predictions(base, [adapter[0], adapter[0]] + adapter[1:])
 
 
-def test_report_has_every_section_and_a_summary_sentence(tmp_path):
+def test_report_has_every_section_and_a_summary_sentence():
     base, adapter = build_pairs(10, 2, 3, 15)
-    paths = {name: tmp_path / f"{name}.jsonl" for name in ("base", "adapter")}
-    for name, rows in (("base", base), ("adapter", adapter)):
-        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
     cfg = parse_config({"report": {"bootstrap_samples": 300, "examples_per_category": 2}})
-    run_compare(cfg, paths["base"], paths["adapter"], metrics_dir, tmp_path / "comparison.md",
-                metrics_dir / "compare.json", tmp_path / "transitions.json")
-    markdown = (tmp_path / "comparison.md").read_text()
+    comparison = compare(cfg, join_predictions(base, adapter), {"chance_accuracy": 0.3333}, {}, {})
+    markdown = render_markdown(comparison)
     for section in SECTIONS:
         assert f"## {section}" in markdown
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in markdown
     assert "corrected 10 rows and regressed 2" in markdown and "p = 0.0386" in markdown
-    saved = json.loads((metrics_dir / "compare.json").read_text())
+    assert markdown.count("| c0") == 2 and "| 33.3% / n/a |" in markdown
+
+
+def test_compare_stage_writes_report_metrics_and_plot_data(tmp_path):
+    base, adapter = build_pairs(10, 2, 3, 15)
+    predictions = tmp_path / "reports" / "predictions"
+    predictions.mkdir(parents=True)
+    for name, rows in (("base", base), ("adapter", adapter)):
+        (predictions / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "params.yaml").write_text("report: {bootstrap_samples: 300, examples_per_category: 2}\n")
+    done = subprocess.run([sys.executable, str(REPO / "stages/compare.py")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in done.stdout
+    saved = json.loads((tmp_path / "metrics/compare.json").read_text())
     assert saved["corrected"] == 10 and saved["mcnemar_p_value"] == pytest.approx(0.0386, abs=1e-4)
-    assert markdown.count("| c0") == 2
+    assert "per_class" not in saved and "transitions" not in saved
+    assert "## Significance" in (tmp_path / "reports/comparison.md").read_text()
+    transitions = json.loads((tmp_path / "reports/plots/transitions.json").read_text())
+    assert len(transitions) == 30 and transitions[0] == {"base": "neutral", "adapter": "contradiction"}

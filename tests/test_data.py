@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from qlora_diff.cli import InputError
-from qlora_diff.config import ConfigError, parse_config
+from qlora_diff.errors import InputError
+from qlora_diff.config import parse_config
+from qlora_diff.errors import ConfigError
 from qlora_diff.data import read_split, remove_overlap, stratified_sample
 
 GOOD = {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment"}

@@ -24,6 +24,7 @@ def finetune_with(project, processes: int, per_device_batch: int) -> dict:
     return json.loads((project / "metrics/finetune.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_at_the_same_global_batch(project):
     prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
             project / "metrics/data.json")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import fcntl
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -18,10 +22,26 @@ from qlora_diff.config import load_config
 from qlora_diff.prepare import prepare
 
 
+def default_sigint() -> None:
+    """Undo an inherited SIG_IGN (``nohup make test &`` starts children that way), so Python installs its
+    KeyboardInterrupt handler in the stage, as it does for a user at a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stage(args: list[str], cwd) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+
+
+def wait_for_log(process: subprocess.Popen, fragment: str) -> list[str]:
+    """Read the stage's stderr until a line contains ``fragment``; the lines read so far."""
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if fragment in line:
+            return lines
+    raise AssertionError(f"the stage ended without logging {fragment!r}:\n{''.join(lines)}")
 
 
 def wait_for(path, process, timeout: float = 120) -> None:
@@ -41,6 +61,7 @@ def long_run(project):
     return project
 
 
+@pytest.mark.slow
 def test_sigkill_during_finetune_then_rerun_resumes_to_the_same_adapter(long_run):
     first = stage(["finetune.py"], long_run)
     wait_for(long_run / "checkpoints/finetune/checkpoint-10", first)
@@ -61,6 +82,7 @@ def test_sigkill_during_finetune_then_rerun_resumes_to_the_same_adapter(long_run
     assert (long_run / "models/adapter/adapter_model.safetensors").read_bytes() == resumed_weights
 
 
+@pytest.mark.slow
 def test_sigint_during_finetune_exits_130_and_writes_no_adapter(long_run):
     process = stage(["finetune.py"], long_run)
     wait_for(long_run / "checkpoints/finetune/checkpoint-5", process)
@@ -71,6 +93,7 @@ def test_sigint_during_finetune_exits_130_and_writes_no_adapter(long_run):
     assert not (long_run / "models/adapter").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
     params = tiny_params(data={"eval_size": "all"}, eval={"batch_size": 4})
@@ -78,8 +101,7 @@ def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
     prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
             project / "metrics/data.json")
     process = stage(["evaluate.py", "base"], project)
-    time.sleep(6)
-    assert process.poll() is None, "evaluation finished before it could be interrupted"
+    wait_for_log(process, "scoring 9824 rows")  # the model is loaded and scoring has begun: ~10 s of work left
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
@@ -91,7 +113,8 @@ def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
 def test_out_of_memory_in_evaluation_gives_advice(tiny_model_dir, monkeypatch):
     from qlora_diff.config import parse_config
     from qlora_diff.modeling import load_causal_lm, load_tokenizer
-    from qlora_diff.scoring import OutOfMemory, label_logprobs
+    from qlora_diff.errors import OutOfMemory
+    from qlora_diff.scoring import encode_prompts, label_logprobs
 
     cfg = parse_config(tiny_params())
     model = load_causal_lm(tiny_model_dir, cfg, torch.device("cpu"))
@@ -101,13 +124,41 @@ def test_out_of_memory_in_evaluation_gives_advice(tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(model, "forward", explode)
     with pytest.raises(OutOfMemory, match=r"lower eval.batch_size"):
-        label_logprobs(model, load_tokenizer(tiny_model_dir), ["a prompt"], {"x": [5, 6]}, batch_size=64)
+        tokenizer = load_tokenizer(tiny_model_dir)
+        label_logprobs(model, tokenizer, encode_prompts(tokenizer, ["a prompt"]), {"x": [5, 6]}, batch_size=64)
 
 
-def test_progress_bars_stay_quiet_without_a_terminal():
-    from qlora_diff.runtime import show_progress
+def evaluate_stage_output(project, terminal: bool) -> str:
+    """What `stages/evaluate.py base` prints with its output on a pseudo-terminal or on a pipe (CI, DVC)."""
+    command = [sys.executable, str(REPO / "stages/evaluate.py"), "base"]
+    if not terminal:
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm draws nothing at 0 columns
+    process = subprocess.Popen(command, cwd=project, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    output = b"".join(chunks).decode(errors="replace")
+    assert process.wait(timeout=300) == 0, output
+    return output
 
-    assert show_progress() is sys.stderr.isatty()
-    done = subprocess.run([sys.executable, "-c", "from qlora_diff.runtime import show_progress; print(show_progress())"],
-                          capture_output=True, text=True)
-    assert done.stdout.strip() == "False"
+
+def test_progress_bars_show_on_a_terminal_and_stay_out_of_logs(project):
+    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
+            project / "metrics/data.json")
+    on_terminal = evaluate_stage_output(project, terminal=True)
+    assert "scoring: 100%" in on_terminal and "Loading weights" in on_terminal
+    piped = evaluate_stage_output(project, terminal=False)
+    assert "base: accuracy" in piped
+    assert "it/s]" not in piped and "%|" not in piped, piped

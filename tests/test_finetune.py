@@ -12,8 +12,10 @@ import yaml
 
 from conftest import snli_rows, tiny_params
 from qlora_diff.config import load_config, parse_config
-from qlora_diff.finetune import IGNORE_INDEX, AnswerOnlyTrainer, LeftPadCollator, attach_lora, build_examples, finetune
-from qlora_diff.modeling import count_parameters, disable_cpu_inference_repack, load_causal_lm, load_tokenizer
+from qlora_diff.finetune import IGNORE_INDEX, LeftPadCollator, answer_window_loss, attach_lora, build_examples, finetune
+from qlora_diff.errors import ConfigError
+from qlora_diff.modeling import (check_target_modules, count_parameters, disable_cpu_inference_repack, load_causal_lm,
+                                  load_tokenizer)
 from qlora_diff.prompts import answer_token_ids, format_prompt
 
 CPU = torch.device("cpu")
@@ -45,14 +47,18 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
     model = load_causal_lm(tiny_model_dir, parse_config(tiny_params(quant={"load_in_4bit": False})), CPU)
     batch = real_batch(cfg, tokenizer)
     window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
-    trainer = AnswerOnlyTrainer.__new__(AnswerOnlyTrainer)
-    trainer.answer_window = window
-    loss = trainer.compute_loss(model, dict(batch))
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"]).logits
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs).logits
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                  batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    windowed = model(**inputs, logits_to_keep=window + 1).logits[:, :-1]
+    assert answer_window_loss(windowed, batch["labels"]).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Gradient accumulation: Trainer passes the answer tokens of every micro-batch of the step.
+    answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+    doubled = answer_window_loss(windowed, batch["labels"], torch.tensor(2 * answer_tokens))
+    assert doubled.item() == pytest.approx(expected.item() / 2, rel=1e-5)
+    too_narrow = answer_window_loss(windowed[:, 1:], batch["labels"])
+    assert too_narrow.item() != pytest.approx(expected.item(), rel=1e-3), "a window that drops answer tokens"
 
 
 def lora_pair(tiny_model_dir, compute_dtype: str):
@@ -141,12 +147,13 @@ def test_the_gradient_check_catches_the_repack_bug(tiny_model_dir):
 def test_parameter_counts_match_an_independent_count(tiny_model_dir):
     cfg = parse_config(tiny_params())
     model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
-    total, trainable = count_parameters(model)
+    total, trainable, adapter = count_parameters(model)
     plain = load_causal_lm(tiny_model_dir, parse_config(tiny_params(quant={"load_in_4bit": False})), CPU)
     base_total = sum(p.numel() for p in plain.parameters())
     expected_lora = sum(cfg.lora.r * (m.in_features + m.out_features) for n, m in plain.named_modules()
                         if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in cfg.lora.target_modules)
-    assert trainable == expected_lora
+    assert trainable == adapter == expected_lora
+    assert count_parameters(model.requires_grad_(False)) == (total, 0, expected_lora)
     assert total == base_total + expected_lora
 
 
@@ -227,3 +234,22 @@ def test_checkpoints_of_other_params_are_not_resumed(prepared):
     (checkpoint / "fingerprint.json").write_text(json.dumps({"fingerprint": "another run"}))
     metrics = run_finetune(prepared, "models/fresh")
     assert metrics["resumed_from_checkpoint"] is False and metrics["steps"] == 6
+
+
+def test_target_modules_typo_stops_before_the_model_loads(prepared, monkeypatch):
+    """peft alone would train q_proj only and say nothing about foo_proj."""
+    from qlora_diff import finetune as module
+
+    params = tiny_params(lora={"target_modules": ["q_proj", "foo_proj"]})
+    (prepared / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(module, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match=r"'lora.target_modules' names \['foo_proj'\], which match no layer .*"
+                                          r"allowed: .*k_proj, .*q_proj"):
+        run_finetune(prepared, "models/adapter")
+    assert not (prepared / "models/adapter").exists()
+
+
+def test_target_modules_accept_leaf_suffix_and_full_names(tiny_model_dir):
+    check_target_modules(["q_proj", "self_attn.v_proj", "model.layers.1.mlp.down_proj"], tiny_model_dir)
+    with pytest.raises(ConfigError, match=r"\['layers.9.mlp.down_proj'\]"):
+        check_target_modules(["q_proj", "layers.9.mlp.down_proj"], tiny_model_dir)

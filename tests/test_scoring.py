@@ -9,7 +9,7 @@ from conftest import snli_rows
 from qlora_diff.config import parse_config
 from qlora_diff.modeling import load_causal_lm, load_tokenizer
 from qlora_diff.prompts import answer_token_ids, format_prompt
-from qlora_diff.scoring import generate_answers, label_logprobs, parse_label, shared_prefix
+from qlora_diff.scoring import encode_prompts, generate_answers, label_logprobs, parse_label, shared_prefix
 
 # Two-word label words make every answer several tokens long.
 LABEL_WORDS = {"entailment": "it follows", "neutral": "cannot tell", "contradiction": "it contradicts"}
@@ -45,7 +45,7 @@ def test_answers_are_multi_token_and_end_the_turn(setup):
 def test_logprobs_match_independent_full_sequence_computation(setup):
     cfg, tokenizer, model, prompts = setup
     answers = answer_token_ids(cfg, tokenizer)
-    scores = label_logprobs(model, tokenizer, prompts, answers, batch_size=3)
+    scores = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, batch_size=3)
     for prompt, row in zip(prompts, scores):
         expected = [reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()]
         assert row == pytest.approx(expected, abs=1e-3)
@@ -60,7 +60,7 @@ def test_logprobs_match_independent_full_sequence_computation(setup):
 def test_answers_of_different_lengths_match_reference(setup, share_prefix, answers):
     """Answers packed in one block after the prompt: each label sees only its own earlier tokens."""
     _, tokenizer, model, prompts = setup
-    scores = label_logprobs(model, tokenizer, prompts, answers, batch_size=4, share_prefix=share_prefix)
+    scores = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, batch_size=4, share_prefix=share_prefix)
     for prompt, row in zip(prompts, scores):
         assert row == pytest.approx([reference_logprob(model, tokenizer, prompt, ids) for ids in answers.values()],
                                     abs=1e-3)
@@ -75,7 +75,7 @@ def test_adapter_model_scores_like_reference(setup):
     adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     try:
         answers = answer_token_ids(cfg, tokenizer)
-        scores = label_logprobs(adapted, tokenizer, prompts[:3], answers, batch_size=3)
+        scores = label_logprobs(adapted, tokenizer, encode_prompts(tokenizer, prompts[:3]), answers, batch_size=3)
         for prompt, row in zip(prompts, scores):
             expected = [reference_logprob(adapted, tokenizer, prompt, ids) for ids in answers.values()]
             with adapted.disable_adapter():
@@ -97,8 +97,8 @@ def test_multi_token_labels_are_scored_in_full(setup):
     cfg, tokenizer, model, prompts = setup
     answers = answer_token_ids(cfg, tokenizer)
     first_only = {label: ids[:1] for label, ids in answers.items()}
-    full = label_logprobs(model, tokenizer, prompts[:2], answers, batch_size=2)
-    partial = label_logprobs(model, tokenizer, prompts[:2], first_only, batch_size=2)
+    full = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts[:2]), answers, batch_size=2)
+    partial = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts[:2]), first_only, batch_size=2)
     for full_row, partial_row in zip(full, partial):
         assert all(f < p - 1e-3 for f, p in zip(full_row, partial_row))
 
@@ -109,8 +109,8 @@ def test_alone_equals_inside_padded_batch(setup):
     answers = answer_token_ids(cfg, tokenizer)
     lengths = [len(tokenizer(p).input_ids) for p in prompts]
     shortest = lengths.index(min(lengths))
-    batched = label_logprobs(model, tokenizer, prompts, answers, batch_size=len(prompts))
-    alone = label_logprobs(model, tokenizer, [prompts[shortest]], answers, batch_size=1)
+    batched = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, batch_size=len(prompts))
+    alone = label_logprobs(model, tokenizer, encode_prompts(tokenizer, [prompts[shortest]]), answers, batch_size=1)
     assert max(lengths) > min(lengths), "the batch must actually pad the shortest prompt"
     assert batched[shortest] == pytest.approx(alone[0], abs=1e-4)
 
@@ -118,16 +118,16 @@ def test_alone_equals_inside_padded_batch(setup):
 def test_results_come_back_in_input_order(setup):
     cfg, tokenizer, model, prompts = setup
     answers = answer_token_ids(cfg, tokenizer)
-    forward = label_logprobs(model, tokenizer, prompts, answers, batch_size=2)
-    backward = label_logprobs(model, tokenizer, prompts[::-1], answers, batch_size=2)
+    forward = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, batch_size=2)
+    backward = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts[::-1]), answers, batch_size=2)
     for got, want in zip(forward, backward[::-1]):
         assert got == pytest.approx(want, abs=1e-4)
 
 
 def test_generate_returns_one_string_per_prompt_in_order(setup):
     cfg, tokenizer, model, prompts = setup
-    batched = generate_answers(model, tokenizer, prompts[:3], batch_size=3, max_new_tokens=4)
-    alone = generate_answers(model, tokenizer, prompts[1:2], batch_size=1, max_new_tokens=4)
+    batched = generate_answers(model, tokenizer, encode_prompts(tokenizer, prompts[:3]), batch_size=3, max_new_tokens=4)
+    alone = generate_answers(model, tokenizer, encode_prompts(tokenizer, prompts[1:2]), batch_size=1, max_new_tokens=4)
     assert len(batched) == 3 and all(isinstance(text, str) for text in batched)
     assert batched[1] == alone[0]
 

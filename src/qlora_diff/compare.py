@@ -1,21 +1,23 @@
-"""The compare stage: what the adapter fixed and broke, example by example, and whether it is significant."""
+"""What the adapter fixed and broke, example by example, and whether it is significant: statistics only.
+
+Rendering lives in ``report.py``; the compare stage wires join -> compare -> render -> write.
+"""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
 
-from qlora_diff import atomic
-from qlora_diff.cli import InputError
 from qlora_diff.config import Config
-from qlora_diff.metrics import classification_metrics
+from qlora_diff.errors import InputError
+from qlora_diff.metrics import UNPARSEABLE, classification_metrics
 
 CATEGORIES = ("corrected", "regressed", "still_wrong", "still_right")
+Pair = tuple[dict, dict]
 
 
 def index_predictions(rows: list[dict], origin: str) -> dict[str, dict]:
@@ -30,7 +32,7 @@ def index_predictions(rows: list[dict], origin: str) -> dict[str, dict]:
 
 
 def join_predictions(base: list[dict], adapter: list[dict], base_origin: str = "base",
-                     adapter_origin: str = "adapter") -> list[tuple[dict, dict]]:
+                     adapter_origin: str = "adapter") -> list[Pair]:
     """Pairs (base row, adapter row) by id in the base file's order; ids must match exactly."""
     base_by_id = index_predictions(base, base_origin)
     adapter_by_id = index_predictions(adapter, adapter_origin)
@@ -65,19 +67,43 @@ def mcnemar_exact_p(corrected: int, regressed: int) -> float:
 def paired_bootstrap_ci(base_correct: np.ndarray, adapter_correct: np.ndarray, samples: int, seed: int,
                         confidence: float) -> tuple[float, float]:
     """Percentile CI of the accuracy difference, resampling eval rows (pairs) with replacement."""
-    rng = np.random.default_rng(seed)
-    diff = adapter_correct.astype(float) - base_correct.astype(float)
-    deltas = np.empty(samples)
-    for start in range(0, samples, 1000):
-        chunk = min(1000, samples - start)
-        idx = rng.integers(0, len(diff), size=(chunk, len(diff)))
-        deltas[start:start + chunk] = diff[idx].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(deltas, [tail, 100 - tail])
-    return round(float(low), 4), round(float(high), 4)
+    result = bootstrap(
+        (np.asarray(base_correct, dtype=float), np.asarray(adapter_correct, dtype=float)),
+        lambda base, adapter, axis: adapter.mean(axis) - base.mean(axis),
+        paired=True, vectorized=True, n_resamples=samples, confidence_level=confidence, method="percentile",
+        rng=np.random.default_rng(seed), batch=1000,
+    )
+    return round(float(result.confidence_interval.low), 4), round(float(result.confidence_interval.high), 4)
 
 
-def compare_predictions(cfg: Config, pairs: list[tuple[dict, dict]]) -> dict:
+def predicted_label(row: dict) -> str:
+    return row["prediction"] or UNPARSEABLE
+
+
+def pick_examples(pairs: list[Pair], name: str, count: int, seed: int) -> list[Pair]:
+    """A seeded, id-sorted sample of ``count`` pairs from one category: the same rows on every run."""
+    members = [p for p in pairs if category(p[0]["correct"], p[1]["correct"]) == name]
+    chosen = random.Random(f"{seed}-{name}").sample(members, min(count, len(members)))
+    return sorted(chosen, key=lambda p: p[0]["id"])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything the report shows, computed once: the statistics, the chosen examples and each run's metrics."""
+
+    stats: dict
+    examples: dict[str, list[Pair]]
+    labels: list[str]
+    base_metrics: dict
+    adapter_metrics: dict
+    finetune_metrics: dict
+
+    def metrics(self) -> dict:
+        """What goes to metrics/compare.json: the scalar statistics (tables stay in the report)."""
+        return {k: v for k, v in self.stats.items() if k not in ("per_class", "transitions")}
+
+
+def compare_predictions(cfg: Config, pairs: list[Pair]) -> dict:
     """Counts, accuracy delta with CI and p-value, per-class and label-bias tables."""
     labels = cfg.data.labels
     cats = Counter(category(b["correct"], a["correct"]) for b, a in pairs)
@@ -86,10 +112,9 @@ def compare_predictions(cfg: Config, pairs: list[tuple[dict, dict]]) -> dict:
     gold = [b["gold"] for b, _ in pairs]
     low, high = paired_bootstrap_ci(base_correct, adapter_correct, cfg.report.bootstrap_samples, cfg.report.seed,
                                     cfg.report.confidence)
-    none = "unparseable"
-    base_pred = [b["prediction"] or none for b, _ in pairs]
-    adapter_pred = [a["prediction"] or none for _, a in pairs]
-    shown = labels + ([none] if none in base_pred + adapter_pred else [])
+    base_pred = [predicted_label(b) for b, _ in pairs]
+    adapter_pred = [predicted_label(a) for _, a in pairs]
+    shown = labels + ([UNPARSEABLE] if UNPARSEABLE in base_pred + adapter_pred else [])
     transitions = Counter(zip(base_pred, adapter_pred))
     return {
         "examples": len(pairs),
@@ -115,26 +140,18 @@ def compare_predictions(cfg: Config, pairs: list[tuple[dict, dict]]) -> dict:
     }
 
 
-def pick_examples(pairs: list[tuple[dict, dict]], name: str, count: int, seed: int) -> list[tuple[dict, dict]]:
-    """A seeded, id-sorted sample of ``count`` pairs from one category: the same rows on every run."""
-    members = [p for p in pairs if category(p[0]["correct"], p[1]["correct"]) == name]
-    chosen = random.Random(f"{seed}-{name}").sample(members, min(count, len(members)))
-    return sorted(chosen, key=lambda p: p[0]["id"])
+def compare(cfg: Config, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict,
+            finetune_metrics: dict) -> Comparison:
+    """The statistics plus ``report.examples_per_category`` examples of each category that has errors."""
+    count, seed = cfg.report.examples_per_category, cfg.report.seed
+    return Comparison(
+        stats=compare_predictions(cfg, pairs),
+        examples={name: pick_examples(pairs, name, count, seed) for name in ("corrected", "regressed", "still_wrong")},
+        labels=list(cfg.data.labels), base_metrics=base_metrics, adapter_metrics=adapter_metrics,
+        finetune_metrics=finetune_metrics,
+    )
 
 
-def run_compare(cfg: Config, base_path: Path, adapter_path: Path, metrics_dir: Path, report_path: Path,
-                compare_metrics_path: Path, transitions_path: Path) -> dict:
-    """Join both prediction files and write the Markdown report, compare metrics and transition plot data."""
-    from qlora_diff.report import render_markdown
-
-    pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path),
-                             str(base_path), str(adapter_path))
-    result = compare_predictions(cfg, pairs)
-    load = lambda name: json.loads((metrics_dir / name).read_text()) if (metrics_dir / name).is_file() else {}
-    markdown = render_markdown(result, pairs, load("base.json"), load("adapter.json"), load("finetune.json"),
-                               cfg.data.labels, cfg.report.examples_per_category, cfg.report.seed)
-    atomic.write_text(report_path, markdown)
-    atomic.write_json(transitions_path, [{"base": b["prediction"] or "unparseable",
-                                          "adapter": a["prediction"] or "unparseable"} for b, a in pairs])
-    atomic.write_json(compare_metrics_path, {k: v for k, v in result.items() if k not in ("per_class", "transitions")})
-    return result
+def transition_rows(pairs: list[Pair]) -> list[dict]:
+    """Plot data for `dvc plots`: one (base, adapter) prediction per row."""
+    return [{"base": predicted_label(b), "adapter": predicted_label(a)} for b, a in pairs]

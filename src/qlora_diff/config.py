@@ -18,11 +18,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from qlora_diff.errors import ConfigError
+
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ConfigError(ValueError):
-    """A bad value in params.yaml; the message names the key path and what is allowed."""
 
 
 def _range(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False) -> dict:

@@ -15,15 +15,16 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from qlora_diff import atomic
 from qlora_diff.config import Config
-from qlora_diff.modeling import count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.padding import attention_mask, left_pad, position_ids
 from qlora_diff.prompts import answer_token_ids
+from qlora_diff.progress import show_progress
 from qlora_diff.runtime import (
     Stopwatch,
     configure_threads,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
     select_device,
-    show_progress,
 )
 
 IGNORE_INDEX = -100
@@ -119,20 +120,38 @@ class LeftPadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        batch = {"input_ids": [], "attention_mask": [], "labels": []}
-        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-        for feature in features:
-            pad = width - len(feature["input_ids"])
-            for key in batch:
-                batch[key].append([fill[key]] * pad + list(feature[key]))
-        tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
-        tensors["position_ids"] = (tensors["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        return tensors
+        ids = [f["input_ids"] for f in features]
+        mask = attention_mask(ids)
+        return {"input_ids": left_pad(ids, self.pad_token_id), "attention_mask": mask,
+                "labels": left_pad([f["labels"] for f in features], IGNORE_INDEX), "position_ids": position_ids(mask)}
+
+
+def answer_window_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+                       ) -> torch.Tensor:
+    """Cross-entropy of the answer tokens from the logits of the last positions of left-padded rows.
+
+    ``logits`` (batch, W, vocab) are the predictions made at the W positions before the last one, so they
+    predict ``labels[:, -W:]``. The summed loss is divided by ``num_items_in_batch`` when given (the answer
+    tokens of every micro-batch of one optimizer step), else by this batch's answer-token count: the same
+    value as a full-sequence, answer-only cross-entropy.
+    """
+    targets = labels[:, -logits.shape[1]:].to(logits.device)
+    total = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                              ignore_index=IGNORE_INDEX, reduction="sum")
+    if num_items_in_batch is None:
+        return total / (targets != IGNORE_INDEX).sum()
+    return total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
 
 
 class AnswerOnlyTrainer(Trainer):
-    """Trainer whose loss reads logits only where answer tokens are predicted."""
+    """Trainer whose loss reads logits only where answer tokens are predicted (see :func:`answer_window_loss`).
+
+    It relies on three things Trainer does for models whose forward takes ``**kwargs`` (Llama and peft do):
+    ``num_items_in_batch`` counts ``labels[..., 1:] != -100`` over all gradient-accumulation micro-batches
+    (gathered over processes when ``average_tokens_across_devices``); ``training_step`` then does not divide
+    the loss by the accumulation steps again; and DDP averages gradients over processes, which the
+    ``num_processes`` factor below undoes, as ``Trainer.compute_loss`` does.
+    """
 
     def __init__(self, *args, answer_window: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -141,22 +160,9 @@ class AnswerOnlyTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs, logits_to_keep=self.answer_window + 1)
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, -self.answer_window:].to(logits.device)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        if num_items_in_batch is None:
-            return self._result(loss / (targets != IGNORE_INDEX).sum(), outputs, return_outputs)
-        loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            # num_items_in_batch counts every process's tokens and DDP averages gradients: undo that mean,
-            # exactly as Trainer.compute_loss does.
+        loss = answer_window_loss(outputs.logits[:, :-1], labels, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes
-        return self._result(loss, outputs, return_outputs)
-
-    @staticmethod
-    def _result(loss, outputs, return_outputs: bool):
         return (loss, outputs) if return_outputs else loss
 
 
@@ -234,9 +240,11 @@ def save_adapter(model: torch.nn.Module, adapter_dir: Path) -> None:
 
 def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: dict) -> None:
     """A Hugging Face model card holding only what the same params reproduce byte for byte."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     metrics = {key: value for key, value in metrics.items() if key not in RUN_DEPENDENT_METRICS}
-    lines = [
-        "---", "library_name: peft", "tags: [qlora, lora, snli, nli]", "---", "",
+    header = ModelCardData(library_name="peft", tags=["qlora", "lora", "snli", "nli"]).to_yaml()
+    body = [
         "# QLoRA adapter for natural language inference (SNLI)", "",
         f"Base model: `{base_info.get('path')}` ({base_info.get('source')}, sha256 `{base_info.get('sha256')}`).", "",
         "Produced by the `finetune` stage of this repository's DVC pipeline. Params:", "",
@@ -244,12 +252,13 @@ def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: d
         "Training metrics (timing and memory: `metrics/finetune.json`):", "", "```json",
         json.dumps(metrics, indent=2), "```", "",
     ]
-    (adapter_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    ModelCard(f"---\n{header}\n---\n\n" + "\n".join(body)).save(adapter_dir / "README.md")
 
 
 def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
              checkpoint_dir: Path, live_dir: Path) -> dict:
     """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics."""
+    check_target_modules(cfg.lora.target_modules, model_dir)
     configure_threads(cfg)
     device = select_device(cfg)
     rows = atomic.read_jsonl(train_path)
@@ -261,7 +270,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     resume = checkpoint is not None
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device))
-    total, trainable = count_parameters(model)
+    total, trainable, _ = count_parameters(model)
     trainer = AnswerOnlyTrainer(
         model=model,
         args=training_arguments(cfg, checkpoint_dir, device),

@@ -1,9 +1,23 @@
-"""Classification metrics with confidence intervals, computed by scikit-learn and scipy."""
+"""Classification metrics with confidence intervals and the baselines every accuracy is read against."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+UNPARSEABLE = "unparseable"  # the prediction of a generated answer that names no label
+
+
+def chance_rate(labels: list[str]) -> float:
+    """Accuracy of guessing a label uniformly at random."""
+    return round(1 / len(labels), 4)
+
+
+def majority_class_rate(gold: list[str]) -> float:
+    """Accuracy of always predicting the most common gold label."""
+    return round(max(Counter(gold).values()) / len(gold), 4) if gold else 0.0
 
 
 def accuracy_interval(correct: int, total: int, confidence: float) -> tuple[float, float]:
@@ -15,8 +29,8 @@ def accuracy_interval(correct: int, total: int, confidence: float) -> tuple[floa
 
 
 def classification_metrics(gold: list[str], predicted: list[str | None], labels: list[str], confidence: float) -> dict:
-    """Accuracy (+CI), macro-F1 and per-class precision/recall/F1; ``None`` predictions count as wrong."""
-    predicted = [p if p is not None else "<unparseable>" for p in predicted]
+    """Accuracy (+CI), macro-F1, per-class precision/recall/F1 and baselines; ``None`` predictions count as wrong."""
+    predicted = [p if p is not None else UNPARSEABLE for p in predicted]
     correct = sum(g == p for g, p in zip(gold, predicted))
     low, high = accuracy_interval(correct, len(gold), confidence)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -35,4 +49,6 @@ def classification_metrics(gold: list[str], predicted: list[str | None], labels:
         },
         "examples": len(gold),
         "correct": correct,
+        "chance_accuracy": chance_rate(labels),
+        "majority_class_accuracy": majority_class_rate(gold),
     }

@@ -7,17 +7,15 @@ quantization, dtype, device and the bitsandbytes CPU fix all live here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from qlora_diff.config import Config
+from qlora_diff.errors import ConfigError, ModelFileError
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-class ModelFileError(ValueError):
-    """A model directory or file that cannot be used; the message names the path and the problem."""
 
 
 def check_model_dir(model_dir: str | Path) -> None:
@@ -34,6 +32,32 @@ def check_model_dir(model_dir: str | Path) -> None:
         raise ModelFileError(
             f"{model_dir}: architectures {config.architectures} is not a causal language model; allowed: *ForCausalLM."
         )
+
+
+def weight_matrix_modules(model_dir: str | Path) -> list[str]:
+    """Full names of the modules with a 2-D weight (the layers LoRA can adapt), read from safetensors headers only."""
+    from safetensors import safe_open
+
+    names = set()
+    for weights in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(weights, framework="numpy") as handle:
+            for key in handle.keys():
+                if key.endswith(".weight") and len(handle.get_slice(key).get_shape()) == 2:
+                    names.add(key.removesuffix(".weight"))
+    return sorted(names)
+
+
+def check_target_modules(target_modules: list[str], model_dir: str | Path) -> None:
+    """Every ``lora.target_modules`` entry must name a layer, as peft matches it (whole name or dotted suffix).
+
+    peft raises only when *no* entry matches, so a typo next to a valid name would silently train fewer layers.
+    """
+    modules = weight_matrix_modules(model_dir)
+    unmatched = [t for t in target_modules if not any(m == t or m.endswith("." + t) for m in modules)]
+    if unmatched:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in modules})
+        raise ConfigError(f"params: 'lora.target_modules' names {unmatched}, which match no layer of {model_dir}; "
+                          f"allowed: {', '.join(leaves)} (or a full module name).")
 
 
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
@@ -122,13 +146,19 @@ def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> 
     return model
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts, counting 4-bit packed weights at their logical size."""
-    total = trainable = 0
-    for param in model.parameters():
+class ParameterCounts(NamedTuple):
+    total: int
+    trainable: int  # requires_grad now: the LoRA weights while fine-tuning, 0 in evaluation
+    adapter: int    # LoRA weights, trainable or frozen: what the fine-tune trained
+
+
+def count_parameters(model: torch.nn.Module) -> ParameterCounts:
+    """Parameter counts, counting 4-bit packed weights at their logical (unpacked) size."""
+    total = trainable = adapter = 0
+    for name, param in model.named_parameters():
         state = getattr(param, "quant_state", None)
         count = int(torch.Size(state.shape).numel()) if state is not None else param.numel()
         total += count
-        if param.requires_grad:
-            trainable += count
-    return total, trainable
+        trainable += count if param.requires_grad else 0
+        adapter += count if "lora_" in name else 0
+    return ParameterCounts(total, trainable, adapter)

@@ -8,6 +8,7 @@ from statistics import mean
 from qlora_diff import atomic
 from qlora_diff.config import Config
 from qlora_diff.data import ReadStats, label_counts, read_split, remove_overlap, stratified_sample
+from qlora_diff.metrics import chance_rate, majority_class_rate
 from qlora_diff.prompts import format_prompt
 
 
@@ -43,8 +44,8 @@ def prepare(cfg: Config, model_dir: Path, out_dir: Path, metrics_path: Path) -> 
         metrics[name] = _split_stats(rows, stats, cfg.data.labels, lengths)
         if stats.bad_row_reasons:
             metrics[name]["first_skipped_rows"] = stats.bad_row_reasons[:10]
-    metrics["majority_class_rate_eval"] = round(max(metrics["eval"]["label_counts"].values()) / len(eval_rows), 4)
-    metrics["chance_rate"] = round(1 / len(cfg.data.labels), 4)
+    metrics["majority_class_rate_eval"] = majority_class_rate([row["label"] for row in eval_rows])
+    metrics["chance_rate"] = chance_rate(cfg.data.labels)
     atomic.write_jsonl(out_dir / "train.jsonl", train_rows)
     atomic.write_jsonl(out_dir / "eval.jsonl", eval_rows)
     atomic.write_json(metrics_path, metrics)

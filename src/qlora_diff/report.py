@@ -1,10 +1,10 @@
-"""Render the comparison as Markdown a person can read: a paragraph first, then the tables."""
+"""Render a :class:`~qlora_diff.compare.Comparison` as Markdown a person can read: a paragraph first, then tables."""
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from qlora_diff.compare import pick_examples
+from qlora_diff.compare import Comparison, Pair
 
 SECTIONS = ("Summary", "Metrics side by side", "Significance", "Corrected by the adapter", "Regressed by the adapter",
             "Still wrong", "Label bias", "Per-class recall and F1", "Prediction transitions")
@@ -14,32 +14,36 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def summary_paragraph(result: dict) -> str:
-    significant = result["mcnemar_p_value"] < 1 - result["ci_confidence"]
-    direction = "rose" if result["accuracy_delta"] > 0 else "fell" if result["accuracy_delta"] < 0 else "stayed"
+def _table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def summary_paragraph(stats: dict) -> str:
+    significant = stats["mcnemar_p_value"] < 1 - stats["ci_confidence"]
+    direction = "rose" if stats["accuracy_delta"] > 0 else "fell" if stats["accuracy_delta"] < 0 else "stayed"
     return (
-        f"On {result['examples']} evaluation rows, accuracy {direction} from {_pct(result['base_accuracy'])} "
-        f"(base) to {_pct(result['adapter_accuracy'])} (adapter), a change of "
-        f"{100 * result['accuracy_delta']:+.1f} points ({int(100 * result['ci_confidence'])}% paired-bootstrap CI "
-        f"{100 * result['accuracy_delta_ci_low']:+.1f} to {100 * result['accuracy_delta_ci_high']:+.1f}). "
-        f"The adapter corrected {result['corrected']} rows and regressed {result['regressed']}; "
-        f"{result['still_wrong']} stay wrong. The change is "
+        f"On {stats['examples']} evaluation rows, accuracy {direction} from {_pct(stats['base_accuracy'])} "
+        f"(base) to {_pct(stats['adapter_accuracy'])} (adapter), a change of "
+        f"{100 * stats['accuracy_delta']:+.1f} points ({int(100 * stats['ci_confidence'])}% paired-bootstrap CI "
+        f"{100 * stats['accuracy_delta_ci_low']:+.1f} to {100 * stats['accuracy_delta_ci_high']:+.1f}). "
+        f"The adapter corrected {stats['corrected']} rows and regressed {stats['regressed']}; "
+        f"{stats['still_wrong']} stay wrong. The change is "
         f"{'statistically significant' if significant else 'not statistically significant'} "
-        f"(exact McNemar p = {result['mcnemar_p_value']:.3g})."
+        f"(exact McNemar p = {stats['mcnemar_p_value']:.3g})."
     )
 
 
-def _metric_rows(base: dict, adapter: dict, finetune: dict, chance: float) -> list[list]:
+def _metric_rows(base: dict, adapter: dict, finetune: dict) -> list[list]:
     def both(key: str, fmt=lambda v: v) -> list:
-        return [fmt(base.get(key)) if base.get(key) is not None else "n/a",
-                fmt(adapter.get(key)) if adapter.get(key) is not None else "n/a"]
+        return [fmt(m[key]) if m.get(key) is not None else "n/a" for m in (base, adapter)]
 
     ci = lambda m: f"[{_pct(m.get('accuracy_ci_low'))}, {_pct(m.get('accuracy_ci_high'))}]"
     return [
         ["accuracy", *both("accuracy", _pct)],
         ["accuracy 95% CI", ci(base), ci(adapter)],
         ["macro-F1", *both("macro_f1")],
-        ["chance / majority class", f"{_pct(chance)} / {_pct(base.get('majority_class_accuracy'))}", ""],
+        ["chance / majority class", f"{_pct(base.get('chance_accuracy'))} / {_pct(base.get('majority_class_accuracy'))}",
+         ""],
         ["eval seconds", *both("seconds")],
         ["eval examples/s", *both("examples_per_second")],
         ["eval peak memory GB", *both("peak_memory_gb")],
@@ -52,51 +56,47 @@ def _metric_rows(base: dict, adapter: dict, finetune: dict, chance: float) -> li
     ]
 
 
-def _examples_table(pairs: list, name: str, count: int, seed: int) -> str:
-    chosen = pick_examples(pairs, name, count, seed)
+def _examples_table(chosen: list[Pair]) -> str:
     if not chosen:
         return "_None._"
-    rows = []
-    for base, adapter in chosen:
-        prob = lambda r: f" ({r['probs'][r['prediction']]:.2f})" if r.get("probs") and r["prediction"] else ""
-        rows.append([base["id"], base["premise"], base["hypothesis"], base["gold"],
-                     f"{base['prediction']}{prob(base)}", f"{adapter['prediction']}{prob(adapter)}"])
-    return tabulate(rows, headers=["id", "premise", "hypothesis", "gold", "base (p)", "adapter (p)"], tablefmt="github")
+    prob = lambda r: f" ({r['probs'][r['prediction']]:.2f})" if r.get("probs") and r["prediction"] else ""
+    rows = [[base["id"], base["premise"], base["hypothesis"], base["gold"], f"{base['prediction']}{prob(base)}",
+             f"{adapter['prediction']}{prob(adapter)}"] for base, adapter in chosen]
+    return _table(rows, ["id", "premise", "hypothesis", "gold", "base (p)", "adapter (p)"])
 
 
-def render_markdown(result: dict, pairs: list, base: dict, adapter: dict, finetune: dict, labels: list[str],
-                    examples_per_category: int, seed: int) -> str:
-    bias = result["label_bias"]
+def render_markdown(comparison: Comparison) -> str:
+    stats = comparison.stats
+    bias, per_class, labels = stats["label_bias"], stats["per_class"], comparison.labels
     shown = list(bias["gold"])
-    per_class = result["per_class"]
     parts = [
         "# What fine-tuning changed", "",
-        "## Summary", "", summary_paragraph(result), "",
-        tabulate([[result[k] for k in ("corrected", "regressed", "still_wrong", "still_right")]],
-                 headers=["corrected", "regressed", "still wrong", "still right"], tablefmt="github"), "",
+        "## Summary", "", summary_paragraph(stats), "",
+        _table([[stats[k] for k in ("corrected", "regressed", "still_wrong", "still_right")]],
+               ["corrected", "regressed", "still wrong", "still right"]), "",
         "## Metrics side by side", "",
-        tabulate(_metric_rows(base, adapter, finetune, 1 / len(labels)), headers=["", "base", "adapter"],
-                 tablefmt="github"), "",
+        _table(_metric_rows(comparison.base_metrics, comparison.adapter_metrics, comparison.finetune_metrics),
+               ["", "base", "adapter"]), "",
         "## Significance", "",
-        f"- Accuracy difference: {100 * result['accuracy_delta']:+.2f} points, "
-        f"{int(100 * result['ci_confidence'])}% paired bootstrap CI [{100 * result['accuracy_delta_ci_low']:+.2f}, "
-        f"{100 * result['accuracy_delta_ci_high']:+.2f}] from {result['bootstrap_samples']} resamples.",
-        f"- Exact McNemar test on the {result['corrected'] + result['regressed']} discordant rows "
-        f"({result['corrected']} corrected vs {result['regressed']} regressed): p = {result['mcnemar_p_value']:.4g}.", "",
-        "## Corrected by the adapter", "", _examples_table(pairs, "corrected", examples_per_category, seed), "",
-        "## Regressed by the adapter", "", _examples_table(pairs, "regressed", examples_per_category, seed), "",
-        "## Still wrong", "", _examples_table(pairs, "still_wrong", examples_per_category, seed), "",
+        f"- Accuracy difference: {100 * stats['accuracy_delta']:+.2f} points, "
+        f"{int(100 * stats['ci_confidence'])}% paired bootstrap CI [{100 * stats['accuracy_delta_ci_low']:+.2f}, "
+        f"{100 * stats['accuracy_delta_ci_high']:+.2f}] from {stats['bootstrap_samples']} resamples.",
+        f"- Exact McNemar test on the {stats['corrected'] + stats['regressed']} discordant rows "
+        f"({stats['corrected']} corrected vs {stats['regressed']} regressed): p = {stats['mcnemar_p_value']:.4g}.", "",
+        "## Corrected by the adapter", "", _examples_table(comparison.examples["corrected"]), "",
+        "## Regressed by the adapter", "", _examples_table(comparison.examples["regressed"]), "",
+        "## Still wrong", "", _examples_table(comparison.examples["still_wrong"]), "",
         "## Label bias", "",
         "How often each label is predicted, against how often it is the gold label. A model that leans on one "
         "label shows it here before it shows in accuracy.", "",
-        tabulate([[label, bias["gold"][label], bias["base"][label], bias["adapter"][label]] for label in shown],
-                 headers=["label", "gold", "base predicted", "adapter predicted"], tablefmt="github"), "",
+        _table([[label, bias["gold"][label], bias["base"][label], bias["adapter"][label]] for label in shown],
+               ["label", "gold", "base predicted", "adapter predicted"]), "",
         "## Per-class recall and F1", "",
-        tabulate([[label, per_class["base"][label]["recall"], per_class["adapter"][label]["recall"],
-                   per_class["base"][label]["f1"], per_class["adapter"][label]["f1"]] for label in labels],
-                 headers=["label", "base recall", "adapter recall", "base F1", "adapter F1"], tablefmt="github"), "",
+        _table([[label, per_class["base"][label]["recall"], per_class["adapter"][label]["recall"],
+                 per_class["base"][label]["f1"], per_class["adapter"][label]["f1"]] for label in labels],
+               ["label", "base recall", "adapter recall", "base F1", "adapter F1"]), "",
         "## Prediction transitions", "", "Rows: base prediction; columns: adapter prediction.", "",
-        tabulate([[b] + [result["transitions"][f"{b}->{a}"] for a in shown] for b in shown],
-                 headers=["base \\ adapter"] + shown, tablefmt="github"), "",
+        _table([[b] + [stats["transitions"][f"{b}->{a}"] for a in shown] for b in shown], ["base \\ adapter"] + shown),
+        "",
     ]
     return "\n".join(parts)

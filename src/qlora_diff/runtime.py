@@ -47,8 +47,3 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 2)
-
-
-def show_progress() -> bool:
-    """Progress bars on a terminal, quiet in CI logs and under DVC's captured output."""
-    return sys.stderr.isatty()

@@ -13,29 +13,26 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from qlora_diff.cli import InputError
-from qlora_diff.runtime import show_progress
+from qlora_diff.errors import OutOfMemory
+from qlora_diff.padding import attention_mask, left_pad, position_ids
+from qlora_diff.progress import show_progress
 
 T = TypeVar("T")
 
 
-class OutOfMemory(InputError):
-    """A batch did not fit; the message says which knob to lower."""
-
-
-def _batches(items: list[T], size: int) -> Iterator[list[T]]:
+def batches(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def _left_pad(sequences: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):] = torch.tensor(seq)
-        mask[row, width - len(seq):] = 1
-    return ids.to(device), mask.to(device)
+def padded_batch(sequences: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of left-padded ``sequences`` on ``device``."""
+    return left_pad(sequences, pad_id).to(device), attention_mask(sequences).to(device)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt; the chat template already holds every special token."""
+    return [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
 
 def _guard_memory(fn):
@@ -116,12 +113,12 @@ def _attention_bias(mask: torch.Tensor, prefix_len: int, tree: _AnswerTree, dtyp
 def label_logprobs(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    encoded: Sequence[list[int]],
     answers: dict[str, list[int]],
     batch_size: int,
     share_prefix: bool = True,
 ) -> list[list[float]]:
-    """Summed log-probability of every label's full answer after each prompt, in input order.
+    """Summed log-probability of every label's full answer after each encoded prompt, in input order.
 
     One forward pass per batch scores all labels (see ``_AnswerTree``). The prefix that every
     prompt shares (``shared_prefix``) runs once and is reused from a KV cache. Prompts are
@@ -129,19 +126,18 @@ def label_logprobs(
     """
     device = next(model.parameters()).device
     dtype = model.get_input_embeddings().weight.dtype
-    encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     prefix = shared_prefix(encoded) if share_prefix and encoded else []
     prefix_cache = None
     if prefix:
         prefix_cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).cache
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     tree = _AnswerTree.build(answers, device)
-    results: list[list[float]] = [[] for _ in prompts]
-    for batch in tqdm(list(_batches(order, batch_size)), desc="scoring", disable=not show_progress()):
-        ids, mask = _left_pad([encoded[i][len(prefix):] for i in batch], tokenizer.pad_token_id, device)
+    results: list[list[float]] = [[] for _ in encoded]
+    for batch in tqdm(list(batches(order, batch_size)), desc="scoring", disable=not show_progress()):
+        ids, mask = padded_batch([encoded[i][len(prefix):] for i in batch], tokenizer.pad_token_id, device)
         width = ids.shape[1]
         lengths = mask.sum(-1, keepdim=True)
-        positions = torch.cat([(mask.cumsum(-1) - 1).clamp(min=0), lengths + tree.step], 1) + len(prefix)
+        positions = torch.cat([position_ids(mask), lengths + tree.step], 1) + len(prefix)
         cache = None
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
@@ -176,17 +172,16 @@ def parse_label(text: str, label_words: dict[str, str]) -> str | None:
 def generate_answers(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    encoded: Sequence[list[int]],
     batch_size: int,
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy completions of each prompt (special tokens stripped), in input order."""
+    """Greedy completions of each encoded prompt (special tokens stripped), in input order."""
     device = next(model.parameters()).device
-    encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    results = [""] * len(prompts)
-    for batch in tqdm(list(_batches(order, batch_size)), desc="generating", disable=not show_progress()):
-        ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+    results = [""] * len(encoded)
+    for batch in tqdm(list(batches(order, batch_size)), desc="generating", disable=not show_progress()):
+        ids, mask = padded_batch([encoded[i] for i in batch], tokenizer.pad_token_id, device)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for row, index in enumerate(batch):
