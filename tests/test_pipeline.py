@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,23 @@ from conftest import REPO, tiny_params
 pytestmark = pytest.mark.slow
 IGNORED = {".venv", ".git", "models", "checkpoints", "dvclive", ".pytest_cache", "__pycache__", "prepared",
            "cache", "tmp", "metrics", "reports", "dvc.lock"}
-BIN = Path(sys.executable).parent
+VENV = Path(sys.prefix)  # the environment `make setup` built (.venv)
+ACTIVATE = "source .venv/bin/activate"  # what the README tells a user to run after the setup commands
+
+
+def user_environment() -> dict[str, str]:
+    """The environment a user's new shell has: the venv's bin directory is *not* on PATH until activated."""
+    bin_dir = (VENV / "bin").resolve()
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != bin_dir]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": os.pathsep.join(path), "HF_HUB_OFFLINE": "1"}
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    """Run a README command as a user would: in bash, after the README's activation line, with nothing else on PATH."""
+    activate = ACTIVATE.replace(".venv", str(VENV))
+    done = subprocess.run(["bash", "-c", f'{activate} && exec "$@"', "bash", *args], cwd=cwd, env=user_environment(),
+                          capture_output=True, text=True, timeout=900)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -33,8 +45,9 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 def e2e_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # fp32 compute: the pinned numbers below then hold on any x86 CPU (bf16 matmuls differ with AVX512-BF16).
     tiny = tiny_params(data={"train_size": 24, "eval_size": 30},
-                       quant={"compute_dtype": "bfloat16"},
+                       quant={"compute_dtype": "float32"},
                        lora={"r": 4, "alpha": 8, "dropout": 0.0},
                        train={"max_steps": 3, "batch_size": 4, "logging_steps": 1, "save_steps": 2,
                               "learning_rate": 0.001},
@@ -59,6 +72,11 @@ def repo_copy(tmp_path_factory) -> Path:
     return root
 
 
+# The real model on 30 eval rows after 3 fine-tune steps (fp32 compute). Counts of 30 rows are exact; the loss gets
+# 1e-3 relative for float summation order across CPUs (a wrong alpha, warmup or answer token moves it by percents).
+PINNED_E2E = {"base_correct": 9, "adapter_correct": 8, "final_loss": 4.38949}
+
+
 def test_repro_writes_every_output(repo_copy):
     for path in ("models/base/model.safetensors", "models/base.json", "data/prepared/eval.jsonl",
                  "reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
@@ -72,6 +90,11 @@ def test_repro_writes_every_output(repo_copy):
     finetune = json.loads((repo_copy / "metrics/finetune.json").read_text())
     assert adapter["examples"] == 30 and finetune["steps"] == 3
     assert 0 < finetune["trainable_percent"] < 5
+    base = json.loads((repo_copy / "metrics/base.json").read_text())
+    got = {"base_correct": base["correct"], "adapter_correct": adapter["correct"], "final_loss": finetune["final_loss"]}
+    hint = f"got {got}; if scoring or training changed on purpose, update PINNED_E2E"
+    assert (got["base_correct"], got["adapter_correct"]) == (PINNED_E2E["base_correct"], PINNED_E2E["adapter_correct"]), hint
+    assert got["final_loss"] == pytest.approx(PINNED_E2E["final_loss"], rel=1e-3), hint
     assert "## Significance" in (repo_copy / "reports/comparison.md").read_text()
 
 
@@ -128,7 +151,7 @@ def test_pull_request_comment_builds_on_this_repo(repo_copy, tmp_path):
     commands = " ".join(step.get("run", "") for step in workflow["jobs"]["report"]["steps"])
     assert "python -m qlora_diff.pr_report" in commands and "gh pr comment" in commands
     out = tmp_path / "comment.md"
-    run([sys.executable, "-m", "qlora_diff.pr_report", "--base", "HEAD~1", "--out", str(out)], repo_copy)
+    run(["python", "-m", "qlora_diff.pr_report", "--base", "HEAD~1", "--out", str(out)], repo_copy)
     comment = out.read_text()
     assert comment.startswith("## Metrics diff against `HEAD~1`")
     assert "| Path" in comment and "metrics/adapter.json" in comment
@@ -154,3 +177,28 @@ def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
     for f in metrics:
         assert strip(f) == before_metrics[f], f
     run(["git", "checkout", "--", "metrics", "reports", "dvc.lock"], repo_copy)
+
+
+def test_readme_activates_the_environment_right_after_setup():
+    """Every README command after the quick start assumes this line; the helpers above run them exactly so."""
+    readme = (REPO / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):readme.index("## Results")]
+    assert "make repro" in quick_start and ACTIVATE in quick_start
+
+
+def test_queued_experiment_runs_in_a_worker(repo_copy):
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-r2", "-S", "lora.r=2"], repo_copy)
+    run(["dvc", "queue", "start", "-j", "1"], repo_copy)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo_copy).stdout
+        if "queued-r2" in status and "Success" in status:
+            break
+        assert "Failed" not in status, run(["dvc", "queue", "logs", "queued-r2"], repo_copy, check=False).stdout
+        time.sleep(5)
+    else:
+        raise AssertionError(f"queued experiment did not finish:\n{status}")
+    run(["dvc", "queue", "stop"], repo_copy, check=False)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "queued-r2", "--json"], repo_copy).stdout)
+    trainable = diff["metrics/finetune.json"]["parameters_trainable"]
+    assert trainable["new"] * 2 == trainable["old"]
