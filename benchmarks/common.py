@@ -18,7 +18,7 @@ from qlora_diff import atomic  # noqa: E402
 from qlora_diff.config import Config, load_config, parse_config  # noqa: E402
 
 MODEL_DIR = REPO / "models" / "base"
-EVAL_ROWS = REPO / "data" / "prepared" / "eval.jsonl"
+EVAL_ROWS = REPO / "data" / "prepared" / "eval" / "snli.jsonl"
 
 
 def config(**overrides) -> Config:
@@ -31,7 +31,7 @@ def config(**overrides) -> Config:
 
 def rows(count: int) -> list[dict]:
     if not EVAL_ROWS.is_file():
-        sys.exit("run `dvc repro prepare` first: the benchmarks use data/prepared/eval.jsonl")
+        sys.exit("run `dvc repro prepare_eval@snli` first: the benchmarks use data/prepared/eval/snli.jsonl")
     return atomic.read_jsonl(EVAL_ROWS)[:count]
 
 

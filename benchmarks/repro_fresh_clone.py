@@ -20,8 +20,10 @@ from pathlib import Path
 
 from common import REPO, write_results
 
-TIMED_METRICS = {"evaluate_base": "metrics/base.json", "finetune": "metrics/finetune.json",
-                 "evaluate_adapter": "metrics/adapter.json"}
+TIMED_METRICS = {"evaluate_base@snli": "metrics/eval/snli/base.json", "finetune": "metrics/finetune.json",
+                 "evaluate_adapter@snli": "metrics/eval/snli/adapter.json",
+                 "evaluate_base@challenge": "metrics/eval/challenge/base.json",
+                 "evaluate_adapter@challenge": "metrics/eval/challenge/adapter.json"}
 
 
 def main() -> None:

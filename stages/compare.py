@@ -1,4 +1,7 @@
-"""Stage compare: reports/comparison.md, metrics/compare.json and transition plot data from both prediction files."""
+"""Stage compare@<set>: reports/eval/<set>.md, metrics/eval/<set>/compare.json and transition plot data.
+
+Usage: python stages/compare.py SET [--params params.yaml]
+"""
 
 import json
 from pathlib import Path
@@ -7,25 +10,20 @@ from qlora_diff import atomic
 from qlora_diff.cli import run_stage
 from qlora_diff.compare import compare, join_predictions, transition_rows
 from qlora_diff.config import Config
-from qlora_diff.report import render_markdown, summary_paragraph
-
-BASE, ADAPTER = Path("reports/predictions/base.jsonl"), Path("reports/predictions/adapter.jsonl")
+from qlora_diff.report import render_set_section, summary_paragraph
 
 
-def read_metrics(name: str) -> dict:
-    path = Path("metrics") / name
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def main(cfg: Config) -> None:
-    pairs = join_predictions(atomic.read_jsonl(BASE), atomic.read_jsonl(ADAPTER), str(BASE), str(ADAPTER))
-    comparison = compare(cfg, pairs, read_metrics("base.json"), read_metrics("adapter.json"),
-                         read_metrics("finetune.json"))
-    atomic.write_text("reports/comparison.md", render_markdown(comparison))
-    atomic.write_json("reports/plots/transitions.json", transition_rows(pairs))
-    atomic.write_json("metrics/compare.json", comparison.metrics())
-    print(summary_paragraph(comparison.stats))
+def main(cfg: Config, eval_set: str) -> None:
+    base_path, adapter_path = (Path(f"reports/predictions/{eval_set}/{which}.jsonl") for which in ("base", "adapter"))
+    metrics = {which: json.loads(Path(f"metrics/eval/{eval_set}/{which}.json").read_text()) for which in ("base", "adapter")}
+    pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path), str(base_path),
+                             str(adapter_path))
+    comparison = compare(cfg, eval_set, pairs, metrics["base"], metrics["adapter"])
+    atomic.write_text(f"reports/eval/{eval_set}.md", render_set_section(comparison))
+    atomic.write_json(f"reports/plots/{eval_set}/transitions.json", transition_rows(pairs))
+    atomic.write_json(f"metrics/eval/{eval_set}/compare.json", comparison.metrics())
+    print(f"{eval_set}: {summary_paragraph(comparison.stats)}")
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__)
+    run_stage(main, __doc__, ("eval_set", None))

@@ -1,4 +1,4 @@
-"""Stage prepare: data/prepared/{train,eval}.jsonl and metrics/data.json from params `data` and `prompt`."""
+"""Stage prepare: data/prepared/train.jsonl and metrics/data.json (the fine-tuning rows) from params `data`, `prompt`."""
 
 from pathlib import Path
 
@@ -7,11 +7,10 @@ from qlora_diff.config import Config
 
 
 def main(cfg: Config) -> None:
-    from qlora_diff.prepare import prepare
+    from qlora_diff.prepare import prepare_train
 
-    metrics = prepare(cfg, Path("models/base"), Path("data/prepared"), Path("metrics/data.json"))
-    print(f"prepared {metrics['train']['rows']} train / {metrics['eval']['rows']} eval rows; "
-          f"eval labels {metrics['eval']['label_counts']}")
+    metrics = prepare_train(cfg, Path("models/base"), Path("data/prepared/train.jsonl"), Path("metrics/data.json"))
+    print(f"prepared {metrics['train']['rows']} train rows; labels {metrics['train']['label_counts']}")
 
 
 if __name__ == "__main__":

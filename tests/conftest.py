@@ -62,7 +62,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_params(**overrides) -> dict:
     """Small, fast params for tests; nested dicts in ``overrides`` update the matching section."""
     params = {
-        "data": {"train_size": 48, "eval_size": 24},
+        "data": {"train_size": 48},
+        "eval_sets": {"snli": {"source": "bundled", "size": 24}},
         "quant": {"compute_dtype": "float32"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 2, "learning_rate": 0.005,
@@ -74,6 +75,19 @@ def tiny_params(**overrides) -> dict:
     for section, values in overrides.items():
         params.setdefault(section, {}).update(values)
     return params
+
+
+def prepare_all(project: Path) -> None:
+    """The prepare stage and every eval set's prepare_eval stage, in process, for ``project/params.yaml``."""
+    from qlora_diff.config import load_config
+    from qlora_diff.eval_sets import prepare_eval_set
+    from qlora_diff.prepare import prepare_train
+
+    cfg = load_config(project / "params.yaml")
+    prepare_train(cfg, project / "models/base", project / "data/prepared/train.jsonl", project / "metrics/data.json")
+    for name in cfg.eval_sets:
+        prepare_eval_set(cfg, name, project / "models/base", project / "data/prepared/train.jsonl",
+                         project / f"data/prepared/eval/{name}.jsonl", project / f"metrics/eval/{name}/data.json")
 
 
 @pytest.fixture

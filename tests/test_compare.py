@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from qlora_diff.errors import InputError
 from conftest import REPO
 from qlora_diff.compare import compare, compare_predictions, join_predictions, mcnemar_exact_p, paired_bootstrap_ci
 from qlora_diff.config import parse_config
-from qlora_diff.report import SECTIONS, render_markdown
+from qlora_diff.report import SECTIONS, SUMMARY_SECTIONS, headline, render_set_section
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -39,7 +40,7 @@ def build_pairs(corrected: int, regressed: int, still_wrong: int, still_right: i
 def test_counts_are_exact():
     base, adapter = build_pairs(7, 3, 4, 11)
     cfg = parse_config({"report": {"bootstrap_samples": 500}})
-    result = compare_predictions(cfg, join_predictions(base, adapter[::-1]))
+    result = compare_predictions(cfg, join_predictions(base, adapter[::-1]), LABELS)
     assert (result["corrected"], result["regressed"], result["still_wrong"], result["still_right"]) == (7, 3, 4, 11)
     assert result["accuracy_delta"] == pytest.approx((18 - 14) / 25, abs=1e-4)
     assert result["label_bias"]["base"] == {"entailment": 11, "neutral": 14, "contradiction": 0}
@@ -75,29 +76,71 @@ def test_mismatched_or_duplicated_ids_are_clear_errors():
 def test_report_has_every_section_and_a_summary_sentence():
     base, adapter = build_pairs(10, 2, 3, 15)
     cfg = parse_config({"report": {"bootstrap_samples": 300, "examples_per_category": 2}})
-    comparison = compare(cfg, join_predictions(base, adapter), {"chance_accuracy": 0.3333}, {}, {})
-    markdown = render_markdown(comparison)
+    comparison = compare(cfg, "snli", join_predictions(base, adapter), {"chance_accuracy": 0.3333}, {})
+    markdown = render_set_section(comparison)
+    assert markdown.startswith("## Evaluation set `snli`")
     for section in SECTIONS:
-        assert f"## {section}" in markdown
+        assert f"### {section}" in markdown
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in markdown
     assert "corrected 10 rows and regressed 2" in markdown and "p = 0.0386" in markdown
     assert markdown.count("| c0") == 2 and "| 33.3% / n/a |" in markdown
 
 
-def test_compare_stage_writes_report_metrics_and_plot_data(tmp_path):
-    base, adapter = build_pairs(10, 2, 3, 15)
-    predictions = tmp_path / "reports" / "predictions"
+def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
+    """Prediction files and evaluate metrics of one set, as the evaluate stages leave them."""
+    predictions, metrics = root / "reports" / "predictions" / name, root / "metrics" / "eval" / name
     predictions.mkdir(parents=True)
-    for name, rows in (("base", base), ("adapter", adapter)):
-        (predictions / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "params.yaml").write_text("report: {bootstrap_samples: 300, examples_per_category: 2}\n")
-    done = subprocess.run([sys.executable, str(REPO / "stages/compare.py")], cwd=tmp_path, capture_output=True,
+    metrics.mkdir(parents=True)
+    for which, rows in (("base", base), ("adapter", adapter)):
+        (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        correct = sum(r["correct"] for r in rows)
+        (metrics / f"{which}.json").write_text(json.dumps({
+            "accuracy": correct / len(rows), "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9,
+            "majority_class_accuracy": 0.5, "chance_accuracy": 0.3333}))
+
+
+def run_stage(root, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_compare_and_report_stages_write_every_output(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "report: {bootstrap_samples: 300, examples_per_category: 2}\n"
+        "eval_sets: {snli: {source: bundled, size: 30}, hard: {source: bundled, split: validation, size: 30}}\n")
+    write_set(tmp_path, "snli", *build_pairs(10, 2, 3, 15))
+    write_set(tmp_path, "hard", *build_pairs(3, 4, 13, 10))
+    (tmp_path / "metrics" / "finetune.json").write_text(json.dumps({"steps": 3, "final_loss": 0.5}))
+    done = run_stage(tmp_path, "compare.py", "snli")
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in done.stdout
-    saved = json.loads((tmp_path / "metrics/compare.json").read_text())
-    assert saved["corrected"] == 10 and saved["mcnemar_p_value"] == pytest.approx(0.0386, abs=1e-4)
+    run_stage(tmp_path, "compare.py", "hard")
+    saved = json.loads((tmp_path / "metrics/eval/snli/compare.json").read_text())
+    assert saved["eval_set"] == "snli" and saved["corrected"] == 10
+    assert saved["mcnemar_p_value"] == pytest.approx(0.0386, abs=1e-4)
     assert "per_class" not in saved and "transitions" not in saved
-    assert "## Significance" in (tmp_path / "reports/comparison.md").read_text()
-    transitions = json.loads((tmp_path / "reports/plots/transitions.json").read_text())
+    transitions = json.loads((tmp_path / "reports/plots/snli/transitions.json").read_text())
     assert len(transitions) == 30 and transitions[0] == {"base": "neutral", "adapter": "contradiction"}
+    done = run_stage(tmp_path, "report.py")
+    report = (tmp_path / "reports/comparison.md").read_text()
+    for section in SUMMARY_SECTIONS:
+        assert f"## {section}" in report
+    assert report.index("## Evaluation set `snli`") < report.index("## Evaluation set `hard`")
+    assert re.search(r"\| `hard` \|\s+30 \|\s+50.0%\s+\|", report), report[:1500]
+    assert "improved accuracy significantly on `snli`" in done.stdout
+    assert "not statistically significant on `hard`" in done.stdout
+
+
+def stats(delta: float, p: float) -> dict:
+    return {"accuracy_delta": delta, "mcnemar_p_value": p, "ci_confidence": 0.95}
+
+
+def test_headline_never_claims_a_general_improvement_unless_every_set_improved():
+    both = headline({"a": stats(0.3, 1e-9), "b": stats(0.05, 0.01)})
+    assert both.startswith("The adapter improved accuracy significantly on every evaluation set")
+    mixed = headline({"a": stats(0.3, 1e-9), "b": stats(-0.007, 0.8), "c": stats(-0.1, 0.001)})
+    assert "every" not in mixed and "did not improve NLI in general" in mixed
+    assert "significantly on `a` (+30.0 points" in mixed
+    assert "significantly worse on `c` (-10.0 points" in mixed
+    assert "not statistically significant on `b` (-0.7 points, p = 0.8)" in mixed

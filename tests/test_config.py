@@ -40,7 +40,17 @@ BAD_PARAMS = [
     ({"train": {"max_steps": 0}}, ["'train.max_steps'", "-1"]),
     ({"train": {"gradient_checkpointing": "yes"}}, ["'train.gradient_checkpointing'", "true or false"]),
     ({"data": {"train_size": -5}}, ["'data.train_size'", ">= 1"]),
-    ({"data": {"eval_size": "most"}}, ["'data.eval_size'", "'all'"]),
+    ({"eval_sets": {"snli": {"size": "most"}}}, ["'eval_sets.snli.size'", "'all'"]),
+    ({"eval_sets": {}}, ["'eval_sets'", "non-empty mapping"]),
+    ({"eval_sets": {"a b": {}}}, ["'eval_sets.a b'", "letters, digits"]),
+    ({"eval_sets": {"x": {"source": "local", "path": "elsewhere/x.jsonl"}}}, ["'eval_sets.x.path'", "data/eval_sets/"]),
+    ({"eval_sets": {"x": {"source": "hub", "hub_name": "org/set"}}}, ["'eval_sets.x.hub_revision'", "pinned"]),
+    ({"eval_sets": {"x": {"label_map": {"yes": "entailment", "no": ["neutral", "contradicts"]}}}},
+     ["'eval_sets.x.label_map.no'", "'contradicts'", "data.labels"]),
+    ({"eval_sets": {"x": {"label_map": {"yes": "entailment", "no": "neutral"}}}},
+     ["'eval_sets.x.label_map'", "not mapped: ['contradiction']"]),
+    ({"eval_sets": {"x": {"label_map": {"yes": ["entailment", "neutral"], "no": ["neutral", "contradiction"]}}}},
+     ["'eval_sets.x.label_map'", "mapped twice: ['neutral']"]),
     ({"data": {"on_bad_row": "ignore"}}, ["'data.on_bad_row'", "'error'", "'skip'"]),
     ({"data": {"source": "s3"}}, ["'data.source'", "'bundled'"]),
     ({"quant": {"quant_type": "int3"}}, ["'quant.quant_type'", "'nf4'", "'fp4'"]),
@@ -99,15 +109,18 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 CLI_CASES = [
     ("prepare", ("lora", "rnak", 4), ["'lora.rnak'", "Did you mean 'r'"]),
     ("finetune", ("lora", "r", 0), ["'lora.r'", ">= 1"]),
-    ("evaluate.py base", ("eval", "method", "vibes"), ["'eval.method'", "'loglik'"]),
+    ("evaluate.py base snli", ("eval", "method", "vibes"), ["'eval.method'", "'loglik'"]),
+    ("evaluate.py adapter nope", ("eval", "method", "loglik"), ["evaluation set 'nope'", "allowed: challenge, snli"]),
+    ("prepare_eval.py snli", ("eval_sets", "snli", {"size": 0}), ["'eval_sets.snli.size'", ">= 1"]),
     ("base_model", ("model", "source", "gguf"), ["'model.path'", ".gguf"]),
-    ("compare", ("report", "confidence", 2), ["'report.confidence'", "<= 0.999"]),
+    ("compare snli", ("report", "confidence", 2), ["'report.confidence'", "<= 0.999"]),
+    ("report", ("report", "confidence", 2), ["'report.confidence'", "<= 0.999"]),
     ("finetune", ("train", "learning_rate", -1), ["'train.learning_rate'", "> 0"]),
     ("prepare", ("data", "train_size", 0), ["'data.train_size'", ">= 1"]),
 ]
 
 
-@pytest.mark.parametrize("stage, change, fragments", CLI_CASES, ids=[c[0] + "-" + c[1][1] for c in CLI_CASES])
+@pytest.mark.parametrize("stage, change, fragments", CLI_CASES, ids=[c[0].replace(" ", "-") + "-" + c[1][1] for c in CLI_CASES])
 def test_stage_cli_rejects_bad_params_before_importing_torch_and_leaves_outputs(tmp_path, stage, change, fragments):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     section, key, value = change

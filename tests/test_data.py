@@ -6,11 +6,12 @@ import json
 from collections import Counter
 
 import pytest
+import yaml
 
-from qlora_diff.errors import InputError
-from qlora_diff.config import parse_config
-from qlora_diff.errors import ConfigError
-from qlora_diff.data import read_split, remove_overlap, stratified_sample
+from conftest import prepare_all, snli_rows, tiny_params
+from qlora_diff.config import load_config, parse_config
+from qlora_diff.data import RowSource, read_rows, remove_overlap, stratified_sample
+from qlora_diff.errors import ConfigError, InputError
 
 GOOD = {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment"}
 
@@ -20,7 +21,12 @@ def write_lines(path, lines: list[str | bytes]) -> None:
 
 
 def config_for(path, **data):
-    return parse_config({"data": {"source": "local", "train_file": str(path), "eval_file": str(path), **data}})
+    return parse_config({"data": {"source": "local", "train_file": str(path), **data}})
+
+
+def read_split(cfg, split: str):
+    """The training rows as the prepare stage reads them (ids ``<split>-<line>``)."""
+    return read_rows(RowSource.training(cfg), split, cfg.data.on_bad_row)
 
 
 @pytest.mark.parametrize("bad_line, reason", [
@@ -87,9 +93,9 @@ def test_stratified_sample_is_deterministic_and_keeps_proportions():
 
 
 def test_sample_larger_than_split_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"'data.eval_size' is 1000 but the split has only 900 usable rows"):
-        stratified_sample(_pool(900), 1000, 0, "eval_size")
-    assert len(stratified_sample(_pool(30), "all", 0, "eval_size")) == 30
+    with pytest.raises(ConfigError, match=r"'eval_sets.snli.size' is 1000 but the split has only 900 usable rows"):
+        stratified_sample(_pool(900), 1000, 0, "eval_sets.snli.size")
+    assert len(stratified_sample(_pool(30), "all", 0, "eval_sets.snli.size")) == 30
 
 
 def test_overlapping_pairs_are_removed_from_train():
@@ -102,20 +108,31 @@ def test_overlapping_pairs_are_removed_from_train():
 
 
 def test_prepare_writes_splits_prompts_and_metrics(project):
-    from qlora_diff.config import load_config
-    from qlora_diff.prepare import prepare
-
-    cfg = load_config("params.yaml")
-    metrics = prepare(cfg, project / "models/base", project / "data/prepared", project / "metrics/data.json")
+    prepare_all(project)
     train = [json.loads(l) for l in (project / "data/prepared/train.jsonl").read_text().splitlines()]
-    evals = [json.loads(l) for l in (project / "data/prepared/eval.jsonl").read_text().splitlines()]
+    evals = [json.loads(l) for l in (project / "data/prepared/eval/snli.jsonl").read_text().splitlines()]
     assert (len(train), len(evals)) == (48, 24)
-    assert metrics["eval"]["label_counts"] == {"entailment": 8, "neutral": 8, "contradiction": 8}
+    eval_metrics = json.loads((project / "metrics/eval/snli/data.json").read_text())
+    assert eval_metrics["eval"]["label_counts"] == {"entailment": 8, "neutral": 8, "contradiction": 8}
+    assert eval_metrics["chance_rate"] == 0.3333 and eval_metrics["pairs_also_in_train"] == 0
     assert all(r["prompt"].endswith("<|im_start|>assistant\n") and r["premise"] in r["prompt"] for r in evals)
-    assert not {(r["premise"], r["hypothesis"]) for r in train} & {(r["premise"], r["hypothesis"]) for r in evals}
+    assert evals[0]["id"].startswith("snli-")
     saved = json.loads((project / "metrics/data.json").read_text())
     assert saved["train"]["prompt_tokens_max"] >= saved["train"]["prompt_tokens_mean"] > 0
-    assert saved["chance_rate"] == 0.3333
+
+
+def test_train_rows_in_the_holdout_file_are_dropped(project):
+    holdout = project / "data" / "holdout.jsonl"
+    train_rows = snli_rows("train", 6)
+    holdout.write_text("".join(json.dumps(r) + "\n" for r in train_rows[:4]))
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(data={"train_size": "all",
+                                                                          "holdout_file": str(holdout)})))
+    from qlora_diff.prepare import prepare_train
+
+    metrics = prepare_train(load_config("params.yaml"), project / "models/base", project / "train.jsonl",
+                            project / "data.json")
+    assert metrics["train_rows_removed_for_holdout_overlap"] == 4
+    assert metrics["train"]["rows"] == 20000 - 4
 
 
 def test_hub_source_code_path_works_offline_with_a_local_dataset_directory(tmp_path):
@@ -126,8 +143,11 @@ def test_hub_source_code_path_works_offline_with_a_local_dataset_directory(tmp_p
     rows[4]["label"] = -1  # the hub's "no gold label"
     for split in ("train", "test"):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = parse_config({"data": {"source": "hub", "hub_name": str(folder)}})
-    eval_rows, stats = read_split(cfg, "eval")
-    assert stats.no_gold_label == 1 and len(eval_rows) == 11
-    assert [r["label"] for r in eval_rows[:3]] == ["entailment", "neutral", "contradiction"]
-    assert eval_rows[0]["id"] == "eval-000001"
+    cfg = parse_config({"data": {"source": "hub", "hub_name": str(folder)},
+                        "eval_sets": {"other": {"source": "hub", "hub_name": str(folder), "hub_split": "test",
+                                                "hub_revision": "main"}}})
+    for source, prefix in ((RowSource.training(cfg), "train"), (RowSource.eval_set(cfg, "other"), "other")):
+        rows, stats = read_rows(source, prefix, "error")
+        assert stats.no_gold_label == 1 and len(rows) == 11
+        assert [r["label"] for r in rows[:3]] == ["entailment", "neutral", "contradiction"]
+        assert rows[0]["id"] == f"{prefix}-000001"

@@ -9,9 +9,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, tiny_params
+from conftest import REPO, prepare_all, tiny_params
 from qlora_diff.config import load_config
-from qlora_diff.prepare import prepare
 
 
 def finetune_with(project, processes: int, per_device_batch: int) -> dict:
@@ -26,8 +25,7 @@ def finetune_with(project, processes: int, per_device_batch: int) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_at_the_same_global_batch(project):
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
-            project / "metrics/data.json")
+    prepare_all(project)
     single = finetune_with(project, processes=1, per_device_batch=4)
     losses_single = (project / "dvclive/plots/metrics/train/loss.tsv").read_text()
     double = finetune_with(project, processes=2, per_device_batch=2)

@@ -7,10 +7,9 @@ import json
 import pytest
 import yaml
 
-from conftest import tiny_params
+from conftest import prepare_all, tiny_params
 from qlora_diff.config import load_config
 from qlora_diff.evaluate import evaluate
-from qlora_diff.prepare import prepare
 
 NUMBER = (int, float)
 FIELDS = {
@@ -18,7 +17,7 @@ FIELDS = {
     "per_class": dict, "examples": int, "seconds": NUMBER, "examples_per_second": NUMBER,
     "prompt_tokens_per_second": NUMBER, "peak_memory_gb": NUMBER, "peak_gpu_memory_gb": (type(None), float),
     "parameters_total": int, "parameters_trainable": int, "unparseable": int, "chance_accuracy": NUMBER,
-    "majority_class_accuracy": NUMBER, "method": str,
+    "majority_class_accuracy": NUMBER, "method": str, "eval_set": str,
 }
 
 
@@ -26,11 +25,11 @@ FIELDS = {
 def test_evaluate_writes_predictions_metrics_and_plot_data(project, method):
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(eval={"method": method, "batch_size": 8})))
     cfg = load_config("params.yaml")
-    prepare(cfg, project / "models/base", project / "data/prepared", project / "metrics/data.json")
-    metrics = evaluate(cfg, project / "models/base", None, project / "data/prepared/eval.jsonl",
-                       project / "reports/predictions/base.jsonl", project / "metrics/base.json",
-                       project / "reports/plots/confusion_base.json")
-    saved = json.loads((project / "metrics/base.json").read_text())
+    prepare_all(project)
+    metrics = evaluate(cfg, "snli", project / "models/base", None, project / "data/prepared/eval/snli.jsonl",
+                       project / "reports/predictions/snli/base.jsonl", project / "metrics/eval/snli/base.json",
+                       project / "reports/plots/snli/confusion_base.json")
+    saved = json.loads((project / "metrics/eval/snli/base.json").read_text())
     assert saved == metrics
     for key, kind in FIELDS.items():
         assert isinstance(saved[key], kind), f"{key}: {saved[key]!r}"
@@ -38,8 +37,8 @@ def test_evaluate_writes_predictions_metrics_and_plot_data(project, method):
     assert all(set(v) == {"precision", "recall", "f1", "support"} for v in saved["per_class"].values())
     assert saved["accuracy_ci_low"] <= saved["accuracy"] <= saved["accuracy_ci_high"]
     assert saved["examples"] == 24 and saved["parameters_trainable"] == 0
-    rows = [json.loads(l) for l in (project / "reports/predictions/base.jsonl").read_text().splitlines()]
-    evals = [json.loads(l) for l in (project / "data/prepared/eval.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (project / "reports/predictions/snli/base.jsonl").read_text().splitlines()]
+    evals = [json.loads(l) for l in (project / "data/prepared/eval/snli.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [r["id"] for r in evals]
     assert sum(r["correct"] for r in rows) == saved["correct"]
     if method == "loglik":
@@ -50,5 +49,5 @@ def test_evaluate_writes_predictions_metrics_and_plot_data(project, method):
     else:
         assert saved["unparseable"] == sum(r["prediction"] is None for r in rows)
         assert all("generation" in r for r in rows)
-    plot = json.loads((project / "reports/plots/confusion_base.json").read_text())
+    plot = json.loads((project / "reports/plots/snli/confusion_base.json").read_text())
     assert len(plot) == 24 and set(plot[0]) == {"actual", "predicted"}

@@ -17,9 +17,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, tiny_params
+from conftest import REPO, prepare_all, tiny_params
 from qlora_diff.config import load_config
-from qlora_diff.prepare import prepare
 
 
 def default_sigint() -> None:
@@ -56,8 +55,7 @@ def wait_for(path, process, timeout: float = 120) -> None:
 def long_run(project):
     params = tiny_params(train={"max_steps": 30, "save_steps": 5, "batch_size": 4, "logging_steps": 5})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
-            project / "metrics/data.json")
+    prepare_all(project)
     return project
 
 
@@ -96,16 +94,16 @@ def test_sigint_during_finetune_exits_130_and_writes_no_adapter(long_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
-    params = tiny_params(data={"eval_size": "all"}, eval={"batch_size": 4})
+    params = tiny_params(eval_sets={"snli": {"size": "all"}}, eval={"batch_size": 4})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
-            project / "metrics/data.json")
-    process = stage(["evaluate.py", "base"], project)
-    wait_for_log(process, "scoring 9824 rows")  # the model is loaded and scoring has begun: ~10 s of work left
+    prepare_all(project)
+    process = stage(["evaluate.py", "base", "snli"], project)
+    wait_for_log(process, "scoring 9824 rows of snli")  # the model is loaded and scoring has begun: ~10 s of work left
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
-    for path in ("reports/predictions/base.jsonl", "metrics/base.json", "reports/plots/confusion_base.json"):
+    for path in ("reports/predictions/snli/base.jsonl", "metrics/eval/snli/base.json",
+                 "reports/plots/snli/confusion_base.json"):
         assert not (project / path).exists(), path
     assert not list(project.rglob("*.tmp"))
 
@@ -130,7 +128,7 @@ def test_out_of_memory_in_evaluation_gives_advice(tiny_model_dir, monkeypatch):
 
 def evaluate_stage_output(project, terminal: bool) -> str:
     """What `stages/evaluate.py base` prints with its output on a pseudo-terminal or on a pipe (CI, DVC)."""
-    command = [sys.executable, str(REPO / "stages/evaluate.py"), "base"]
+    command = [sys.executable, str(REPO / "stages/evaluate.py"), "base", "snli"]
     if not terminal:
         done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -155,10 +153,9 @@ def evaluate_stage_output(project, terminal: bool) -> str:
 
 
 def test_progress_bars_show_on_a_terminal_and_stay_out_of_logs(project):
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared",
-            project / "metrics/data.json")
+    prepare_all(project)
     on_terminal = evaluate_stage_output(project, terminal=True)
     assert "scoring: 100%" in on_terminal and "Loading weights" in on_terminal
     piped = evaluate_stage_output(project, terminal=False)
-    assert "base: accuracy" in piped
+    assert "base on snli: accuracy" in piped
     assert "it/s]" not in piped and "%|" not in piped, piped

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import snli_rows, tiny_params
+from conftest import prepare_all, snli_rows, tiny_params
 from qlora_diff.config import load_config, parse_config
 from qlora_diff.finetune import IGNORE_INDEX, LeftPadCollator, answer_window_loss, attach_lora, build_examples, finetune
 from qlora_diff.errors import ConfigError
@@ -165,11 +165,10 @@ def run_finetune(project: Path, out: str) -> dict:
 
 @pytest.fixture
 def prepared(project):
-    from qlora_diff.prepare import prepare
-
+    
     params = tiny_params(lora={"dropout": 0.1})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared", project / "metrics/data.json")
+    prepare_all(project)
     return project
 
 
@@ -267,9 +266,8 @@ PINNED_FINAL_LOSS = 5.61793
 def test_tiny_fine_tune_loss_is_pinned_and_falls(project):
     params = tiny_params(train={"max_steps": 20, "learning_rate": 0.03, "save_steps": 100})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    from qlora_diff.prepare import prepare
-
-    prepare(load_config("params.yaml"), project / "models/base", project / "data/prepared", project / "metrics/data.json")
+    
+    prepare_all(project)
     metrics = run_finetune(project, "models/adapter")
     curve = [float(line.split("\t")[1]) for line in
              (project / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]

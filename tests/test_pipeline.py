@@ -46,7 +46,7 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 def e2e_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     # fp32 compute: the pinned numbers below then hold on any x86 CPU (bf16 matmuls differ with AVX512-BF16).
-    tiny = tiny_params(data={"train_size": 24, "eval_size": 30},
+    tiny = tiny_params(data={"train_size": 24},
                        quant={"compute_dtype": "float32"},
                        lora={"r": 4, "alpha": 8, "dropout": 0.0},
                        train={"max_steps": 3, "batch_size": 4, "logging_steps": 1, "save_steps": 2,
@@ -54,6 +54,8 @@ def e2e_params() -> dict:
                        eval={"batch_size": 16})
     for section, values in tiny.items():
         params[section].update(values)
+    params["eval_sets"] = {"snli": {"source": "bundled", "split": "test", "size": 30, "seed": 42},
+                           "challenge": {"source": "challenge", "size": 30, "seed": 42}}
     return params
 
 
@@ -78,24 +80,28 @@ PINNED_E2E = {"base_correct": 9, "adapter_correct": 8, "final_loss": 4.38949}
 
 
 def test_repro_writes_every_output(repo_copy):
-    for path in ("models/base/model.safetensors", "models/base.json", "data/prepared/eval.jsonl",
-                 "reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
-                 "models/adapter/adapter_model.safetensors", "reports/comparison.md", "metrics/compare.json",
+    for path in ("models/base/model.safetensors", "models/base.json", "data/prepared/eval/snli.jsonl",
+                 "data/prepared/eval/challenge.jsonl", "reports/predictions/snli/base.jsonl",
+                 "reports/predictions/challenge/adapter.jsonl", "models/adapter/adapter_model.safetensors",
+                 "reports/comparison.md", "metrics/eval/snli/compare.json", "metrics/eval/challenge/compare.json",
+                 "reports/eval/challenge.md",
                  "dvclive/plots/metrics/train/loss.tsv"):
         assert (repo_copy / path).is_file(), path
     base_info = json.loads((repo_copy / "models/base.json").read_text())
     assert base_info["source"] == "embedded" and base_info["parameters"] == 134_515_008
     assert len(base_info["sha256"]) == 64
-    adapter = json.loads((repo_copy / "metrics/adapter.json").read_text())
+    adapter = json.loads((repo_copy / "metrics/eval/snli/adapter.json").read_text())
     finetune = json.loads((repo_copy / "metrics/finetune.json").read_text())
     assert adapter["examples"] == 30 and finetune["steps"] == 3
     assert 0 < finetune["trainable_percent"] < 5
-    base = json.loads((repo_copy / "metrics/base.json").read_text())
+    base = json.loads((repo_copy / "metrics/eval/snli/base.json").read_text())
     got = {"base_correct": base["correct"], "adapter_correct": adapter["correct"], "final_loss": finetune["final_loss"]}
     hint = f"got {got}; if scoring or training changed on purpose, update PINNED_E2E"
     assert (got["base_correct"], got["adapter_correct"]) == (PINNED_E2E["base_correct"], PINNED_E2E["adapter_correct"]), hint
     assert got["final_loss"] == pytest.approx(PINNED_E2E["final_loss"], rel=1e-3), hint
-    assert "## Significance" in (repo_copy / "reports/comparison.md").read_text()
+    report = (repo_copy / "reports/comparison.md").read_text()
+    assert "## Across evaluation sets" in report and "### Accuracy by phenomenon" in report
+    assert report.index("## Evaluation set `snli`") < report.index("## Evaluation set `challenge`")
 
 
 def test_second_repro_is_up_to_date(repo_copy):
@@ -109,13 +115,27 @@ def test_second_repro_is_up_to_date(repo_copy):
 def test_plots_render_to_html(repo_copy, tmp_path):
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo_copy)
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "Confusion matrices" in html and "Training loss" in html
+    for title in ("snli: base model", "challenge: adapter", "challenge: base prediction", "Training loss"):
+        assert title in html, title
+
+
+def test_a_new_eval_set_changes_only_its_own_stages(repo_copy):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["eval_sets"]["dev"] = {"source": "bundled", "split": "validation", "size": 12, "seed": 1}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], repo_copy).stdout))
+    finally:
+        run(["git", "checkout", "--", "params.yaml"], repo_copy)
+    # The new set's four stages, and the cross-set report, whose table lists every set.
+    assert changed == {"prepare_eval@dev", "evaluate_base@dev", "evaluate_adapter@dev", "compare@dev", "report"}
 
 
 def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
     done = run(["dvc", "exp", "run", "--temp", "-n", "rank8", "-S", "lora.r=8"], repo_copy)
     ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"finetune", "evaluate_adapter", "compare"}
+    assert ran == {"finetune", "evaluate_adapter@snli", "evaluate_adapter@challenge", "compare@snli",
+                   "compare@challenge", "report"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
     text = json.dumps(shown)
     assert "rank8" in text
@@ -125,7 +145,7 @@ def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
     params_diff = json.loads(run(["dvc", "params", "diff", "HEAD", "rank8", "--json"], repo_copy).stdout)
     assert params_diff["params.yaml"]["lora.r"]["old"] == 4 and params_diff["params.yaml"]["lora.r"]["new"] == 8
     assert run(["git", "status", "--porcelain"], repo_copy).stdout == "", "--temp must leave the workspace alone"
-    assert "metrics/base.json" not in diff or all(v.get("diff", 0) == 0 for k, v in diff["metrics/base.json"].items()
+    assert "metrics/eval/snli/base.json" not in diff or all(v.get("diff", 0) == 0 for k, v in diff["metrics/eval/snli/base.json"].items()
                                                   if k not in ("seconds", "examples_per_second", "peak_memory_gb",
                                                                "prompt_tokens_per_second"))
 
@@ -154,8 +174,8 @@ def test_pull_request_comment_builds_on_this_repo(repo_copy, tmp_path):
     run(["python", "-m", "qlora_diff.pr_report", "--base", "HEAD~1", "--out", str(out)], repo_copy)
     comment = out.read_text()
     assert comment.startswith("## Metrics diff against `HEAD~1`")
-    assert "| Path" in comment and "metrics/adapter.json" in comment
-    assert "## Significance" in comment
+    assert "| Path" in comment and "metrics/eval/snli/adapter.json" in comment
+    assert "## Across evaluation sets" in comment
 
 
 TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "peak_memory_gb",
@@ -164,11 +184,12 @@ TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "
 
 def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
     """`dvc repro -f` of the stages after the base model gives the same predictions, adapter and metrics."""
-    files = ["reports/predictions/base.jsonl", "reports/predictions/adapter.jsonl",
-             "models/adapter/adapter_model.safetensors", "models/adapter/adapter_config.json",
-             "models/adapter/README.md", "metrics/compare.json", "reports/plots/transitions.json"]
+    files = ["reports/predictions/snli/base.jsonl", "reports/predictions/snli/adapter.jsonl",
+             "reports/predictions/challenge/adapter.jsonl", "models/adapter/adapter_model.safetensors",
+             "models/adapter/adapter_config.json", "models/adapter/README.md", "metrics/eval/snli/compare.json",
+             "reports/plots/snli/transitions.json", "reports/comparison.md"]
     before = {f: (repo_copy / f).read_bytes() for f in files}
-    metrics = ["metrics/base.json", "metrics/adapter.json", "metrics/finetune.json"]
+    metrics = ["metrics/eval/snli/base.json", "metrics/eval/snli/adapter.json", "metrics/finetune.json"]
     strip = lambda f: {k: v for k, v in json.loads((repo_copy / f).read_text()).items() if k not in TIMING_FIELDS}
     before_metrics = {f: strip(f) for f in metrics}
     run(["dvc", "repro", "-f", "--downstream", "evaluate_base", "finetune"], repo_copy)

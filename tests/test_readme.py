@@ -53,5 +53,5 @@ def test_experiment_table_matches_the_committed_metrics():
     main_row = next(line for line in block.splitlines() if line.strip().startswith("main "))
     numbers = [float(x) for x in main_row.split()[1:]]
     expected = [_metric("metrics/finetune.json", "parameters_trainable"), _metric("metrics/finetune.json", "final_loss"),
-                _metric("metrics/adapter.json", "accuracy"), _metric("metrics/compare.json", "accuracy_delta")]
+                _metric("metrics/eval/snli/adapter.json", "accuracy"), _metric("metrics/eval/snli/compare.json", "accuracy_delta")]
     assert numbers[:4] == pytest.approx(expected, abs=1e-4)

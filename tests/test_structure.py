@@ -46,7 +46,8 @@ def import_closure(path: Path) -> set[str]:
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    """Every stage definition; a ``foreach`` stage's template (``do``) stands for all its instances."""
+    return {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
 
 
 def stage_script(stage: dict) -> str:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from qlora_diff.config import Config, load_config
-from qlora_diff.errors import PipelineError
+from qlora_diff.errors import ConfigError, PipelineError
 from qlora_diff.progress import quiet_library_progress_bars
 
 # bitsandbytes looks for an optional hub-downloaded kernel package on every CPU import; offline it cannot
@@ -34,9 +34,15 @@ def quiet_unactionable_warnings() -> None:
         logging.getLogger(logger_name).addFilter(_DropMessages(fragments))
 
 
-def run_stage(main: Callable[[Config], None], description: str) -> None:
-    """Parse ``--params``, validate it before any heavy import, run ``main`` and exit non-zero on bad input."""
+def run_stage(main: Callable[..., None], description: str, *positionals: tuple[str, tuple[str, ...] | None]) -> None:
+    """Parse ``--params`` and the stage's positional arguments, validate params before any heavy import, run
+    ``main(cfg, *values)`` and exit non-zero on bad input.
+
+    Each positional is ``(name, choices)``; ``choices=None`` with name ``eval_set`` means a key of ``eval_sets``.
+    """
     parser = argparse.ArgumentParser(description=description)
+    for name, choices in positionals:
+        parser.add_argument(name, choices=choices)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,8 +56,12 @@ def run_stage(main: Callable[[Config], None], description: str) -> None:
         _fail(exc)
     if cfg.model.source == "hub" or cfg.data.source == "hub":
         os.environ["HF_HUB_OFFLINE"] = "0"
+    values = [getattr(args, name) for name, _ in positionals]
+    if "eval_set" in vars(args) and args.eval_set not in cfg.eval_sets:
+        _fail(ConfigError(f"params: evaluation set {args.eval_set!r} is not in 'eval_sets'; allowed: "
+                          f"{', '.join(cfg.eval_sets)}."))
     try:
-        main(cfg)
+        main(cfg, *values)
     except PipelineError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import binomtest, bootstrap, false_discovery_control
 
 from qlora_diff.config import Config
 from qlora_diff.errors import InputError
-from qlora_diff.metrics import UNPARSEABLE, classification_metrics
+from qlora_diff.metrics import UNPARSEABLE, accuracy_interval, classification_metrics
 
 CATEGORIES = ("corrected", "regressed", "still_wrong", "still_right")
 Pair = tuple[dict, dict]
@@ -42,7 +42,7 @@ def join_predictions(base: list[dict], adapter: list[dict], base_origin: str = "
         raise InputError(
             f"prediction ids differ: {len(only_base)} only in {base_origin} (e.g. {only_base[:3]}), "
             f"{len(only_adapter)} only in {adapter_origin} (e.g. {only_adapter[:3]}); "
-            "rerun both evaluate stages on the same data/prepared/eval.jsonl."
+            "rerun both evaluate stages of this set on the same data/prepared/eval/<set>.jsonl."
         )
     pairs = [(row, adapter_by_id[row["id"]]) for row in base]
     for b, a in pairs:
@@ -89,23 +89,27 @@ def pick_examples(pairs: list[Pair], name: str, count: int, seed: int) -> list[P
 
 @dataclass(frozen=True)
 class Comparison:
-    """Everything the report shows, computed once: the statistics, the chosen examples and each run's metrics."""
+    """Everything one evaluation set's report shows, computed once: statistics, examples and each model's metrics."""
 
+    set_name: str
     stats: dict
     examples: dict[str, list[Pair]]
     labels: list[str]
     base_metrics: dict
     adapter_metrics: dict
-    finetune_metrics: dict
+    by_phenomenon: list[dict]
 
     def metrics(self) -> dict:
-        """What goes to metrics/compare.json: the scalar statistics (tables stay in the report)."""
-        return {k: v for k, v in self.stats.items() if k not in ("per_class", "transitions")}
+        """What goes to metrics/eval/<set>/compare.json: the scalar statistics (tables stay in the report)."""
+        scalars = {k: v for k, v in self.stats.items() if k not in ("per_class", "transitions")}
+        if self.by_phenomenon:
+            scalars["by_phenomenon"] = {row["phenomenon"]: {k: row[k] for k in (
+                "rows", "base_accuracy", "adapter_accuracy", "accuracy_delta", "q_value")} for row in self.by_phenomenon}
+        return {"eval_set": self.set_name, **scalars}
 
 
-def compare_predictions(cfg: Config, pairs: list[Pair]) -> dict:
-    """Counts, accuracy delta with CI and p-value, per-class and label-bias tables."""
-    labels = cfg.data.labels
+def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> dict:
+    """Counts, accuracy delta with CI and p-value, per-class and label-bias tables, in the set's label space."""
     cats = Counter(category(b["correct"], a["correct"]) for b, a in pairs)
     base_correct = np.array([b["correct"] for b, _ in pairs])
     adapter_correct = np.array([a["correct"] for _, a in pairs])
@@ -140,15 +144,45 @@ def compare_predictions(cfg: Config, pairs: list[Pair]) -> dict:
     }
 
 
-def compare(cfg: Config, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict,
-            finetune_metrics: dict) -> Comparison:
+def accuracy_by_group(pairs: list[Pair], key: str, confidence: float) -> list[dict]:
+    """Per value of ``key`` (e.g. ``phenomenon``): both accuracies with Wilson CIs, the paired difference and exact
+    McNemar p, and Benjamini-Hochberg q-values across the groups (several groups are several tests)."""
+    groups: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        groups.setdefault(pair[0][key], []).append(pair)
+    rows = []
+    for name in sorted(groups):
+        members = groups[name]
+        base_right = sum(b["correct"] for b, _ in members)
+        adapter_right = sum(a["correct"] for _, a in members)
+        cats = Counter(category(b["correct"], a["correct"]) for b, a in members)
+        base_ci = accuracy_interval(base_right, len(members), confidence)
+        adapter_ci = accuracy_interval(adapter_right, len(members), confidence)
+        rows.append({
+            key: name, "rows": len(members),
+            "base_accuracy": round(base_right / len(members), 4), "base_ci": base_ci,
+            "adapter_accuracy": round(adapter_right / len(members), 4), "adapter_ci": adapter_ci,
+            "accuracy_delta": round((adapter_right - base_right) / len(members), 4),
+            "corrected": cats.get("corrected", 0), "regressed": cats.get("regressed", 0),
+            "p_value": mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0)),
+        })
+    if rows:
+        for row, q in zip(rows, false_discovery_control([row["p_value"] for row in rows], method="bh")):
+            row["q_value"] = float(q)
+    return rows
+
+
+def compare(cfg: Config, set_name: str, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict) -> Comparison:
     """The statistics plus ``report.examples_per_category`` examples of each category that has errors."""
     count, seed = cfg.report.examples_per_category, cfg.report.seed
+    labels = cfg.eval_sets[set_name].labels(cfg.data.labels)
+    has_phenomena = bool(pairs) and all("phenomenon" in base for base, _ in pairs)
     return Comparison(
-        stats=compare_predictions(cfg, pairs),
+        set_name=set_name,
+        stats=compare_predictions(cfg, pairs, labels),
         examples={name: pick_examples(pairs, name, count, seed) for name in ("corrected", "regressed", "still_wrong")},
-        labels=list(cfg.data.labels), base_metrics=base_metrics, adapter_metrics=adapter_metrics,
-        finetune_metrics=finetune_metrics,
+        labels=labels, base_metrics=base_metrics, adapter_metrics=adapter_metrics,
+        by_phenomenon=accuracy_by_group(pairs, "phenomenon", cfg.report.confidence) if has_phenomena else [],
     )
 
 

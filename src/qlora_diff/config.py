@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import string
 import types
 import typing
@@ -44,24 +45,68 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which SNLI rows are used and how they are read."""
+    """The fine-tuning rows (SNLI train by default), how they are read, and the model's label set."""
 
     source: Literal["bundled", "local", "hub"] = "bundled"
     train_file: str = "data/snli/train.jsonl"
-    eval_file: str = "data/snli/test.jsonl"
+    holdout_file: str = "data/snli/test.jsonl"  # train rows whose premise/hypothesis pair is in here are dropped
     hub_name: str = "stanfordnlp/snli"
     hub_config: str = ""
     hub_revision: str = ""
     train_split: str = "train"
-    eval_split: str = "test"
     premise_column: str = "premise"
     hypothesis_column: str = "hypothesis"
     label_column: str = "label"
     labels: list[str] = field(default_factory=lambda: ["entailment", "neutral", "contradiction"])
     train_size: Union[int, Literal["all"]] = field(default=3000, metadata=_range(1))
-    eval_size: Union[int, Literal["all"]] = field(default=1000, metadata=_range(1))
     seed: int = 42
     on_bad_row: Literal["error", "skip"] = "error"
+
+
+EVAL_SET_DIR = "data/eval_sets"  # local evaluation files live here, so every prepare_eval stage can depend on it
+BUNDLED_SPLITS = {"test": "data/snli/test.jsonl", "validation": "data/snli/validation.jsonl"}
+
+
+@dataclass(frozen=True)
+class EvalSetConfig:
+    """One evaluation set: where its rows come from and how its labels relate to the model's.
+
+    ``label_map`` maps each of the set's labels to the model label(s) that count as it, e.g. for a
+    2-way set ``{entailment: entailment, not_entailment: [neutral, contradiction]}``: the model's
+    prediction is collapsed into the set's label space before anything is counted. Empty: the set uses
+    the model's labels (``data.labels``) as they are.
+    """
+
+    source: Literal["bundled", "challenge", "local", "hub"] = "bundled"
+    split: Literal["test", "validation"] = "test"   # bundled: which SNLI split
+    path: str = ""                                  # local: a .jsonl/.csv/.parquet file under data/eval_sets/
+    hub_name: str = ""
+    hub_config: str = ""
+    hub_split: str = "test"
+    hub_revision: str = ""
+    premise_column: str = "premise"
+    hypothesis_column: str = "hypothesis"
+    label_column: str = "label"
+    label_map: dict[str, Union[str, list[str]]] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)  # names of integer labels 0, 1, ...; default: label_map keys
+    size: Union[int, Literal["all"]] = field(default="all", metadata=_range(1))
+    seed: int = 42
+
+    def labels(self, model_labels: list[str]) -> list[str]:
+        """The set's own label space, in a fixed order."""
+        return list(self.label_map) if self.label_map else list(model_labels)
+
+    def collapse(self, model_labels: list[str]) -> dict[str, str]:
+        """Model label -> set label."""
+        if not self.label_map:
+            return {label: label for label in model_labels}
+        return {model: set_label for set_label, targets in self.label_map.items()
+                for model in ([targets] if isinstance(targets, str) else targets)}
+
+
+def _default_eval_sets() -> dict[str, EvalSetConfig]:
+    return {"snli": EvalSetConfig(source="bundled", split="test", size=1000),
+            "challenge": EvalSetConfig(source="challenge", size="all")}
 
 
 @dataclass(frozen=True)
@@ -82,7 +127,7 @@ class QuantConfig:
     load_in_4bit: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    compute_dtype: Literal["bfloat16", "float32"] = "float32"
 
 
 @dataclass(frozen=True)
@@ -145,6 +190,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    eval_sets: dict[str, EvalSetConfig] = field(default_factory=_default_eval_sets)
     report: ReportConfig = field(default_factory=ReportConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -161,7 +207,7 @@ def _describe(tp: Any) -> str:
     if origin is list:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
     if origin is dict:
-        return "a mapping of strings to strings"
+        return f"a mapping of strings to {_describe(typing.get_args(tp)[1])}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
 
 
@@ -174,7 +220,8 @@ def _matches(value: Any, tp: Any) -> bool:
     if origin is list:
         return isinstance(value, list) and all(_matches(v, typing.get_args(tp)[0]) for v in value)
     if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        return isinstance(value, dict) and all(isinstance(k, str) and _matches(v, typing.get_args(tp)[1])
+                                               for k, v in value.items())
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -215,6 +262,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             values[name] = _build(tp, raw.get(name), path)
+            continue
+        if typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+            if name in raw:
+                entries = raw[name]
+                if not isinstance(entries, dict) or not entries:
+                    raise ConfigError(f"params: '{path}' is {entries!r}; allowed: a non-empty mapping of names to "
+                                      f"sections with keys {', '.join(f.name for f in dataclasses.fields(typing.get_args(tp)[1]))}.")
+                values[name] = {str(key): _build(typing.get_args(tp)[1], entry, f"{path}.{key}")
+                                for key, entry in entries.items()}
             continue
         if name not in raw:
             continue
@@ -258,6 +314,43 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError("params: 'lora.target_modules' is empty; allowed: a list of module names such as q_proj.")
     if cfg.train.max_steps == 0:
         raise ConfigError("params: 'train.max_steps' is 0; allowed: -1 (use train.epochs) or a positive integer.")
+    for name, eval_set in cfg.eval_sets.items():
+        _check_eval_set(name, eval_set, cfg.data.labels)
+
+
+def _check_eval_set(name: str, eval_set: EvalSetConfig, model_labels: list[str]) -> None:
+    key = f"eval_sets.{name}"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ConfigError(f"params: '{key}': the name {name!r} is used in file paths and stage names; "
+                          "allowed: letters, digits, '_' and '-'.")
+    if eval_set.source == "local":
+        path = Path(eval_set.path)
+        if path.parent.as_posix() != EVAL_SET_DIR or path.suffix not in (".jsonl", ".json", ".csv", ".parquet"):
+            raise ConfigError(f"params: '{key}.path' is {eval_set.path!r}; allowed for source 'local': a .jsonl, "
+                              f".json, .csv or .parquet file directly in {EVAL_SET_DIR}/ (the stages depend on that folder).")
+    if eval_set.source == "hub" and not (eval_set.hub_name and eval_set.hub_revision):
+        raise ConfigError(f"params: '{key}.hub_name' and '{key}.hub_revision' must both be set for source 'hub'; "
+                          "allowed: a dataset id and a pinned commit hash or tag.")
+    if eval_set.source == "challenge" and eval_set.label_map:
+        raise ConfigError(f"params: '{key}.label_map' is set for the generated challenge set; allowed: empty "
+                          "(its labels are the model's).")
+    mapped: list[str] = []
+    for set_label, targets in eval_set.label_map.items():
+        for target in [targets] if isinstance(targets, str) else targets:
+            if target not in model_labels:
+                raise ConfigError(f"params: '{key}.label_map.{set_label}' names {target!r}, which is not a model "
+                                  f"label; allowed: {', '.join(model_labels)} (data.labels).")
+            mapped.append(target)
+    if eval_set.label_map:
+        twice = sorted({label for label in mapped if mapped.count(label) > 1})
+        missing = [label for label in model_labels if label not in mapped]
+        if twice or missing:
+            raise ConfigError(f"params: '{key}.label_map' must map every model label to exactly one set label; "
+                              f"mapped twice: {twice or 'none'}, not mapped: {missing or 'none'}; allowed: each of "
+                              f"{', '.join(model_labels)} once.")
+    if eval_set.label_names and sorted(eval_set.label_names) != sorted(eval_set.labels(model_labels)):
+        raise ConfigError(f"params: '{key}.label_names' is {eval_set.label_names}; allowed: the set's labels "
+                          f"{eval_set.labels(model_labels)} in the order of their integer ids.")
 
 
 def check_device_available(cfg: Config) -> None:

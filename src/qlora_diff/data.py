@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from qlora_diff.config import Config
+from qlora_diff.config import BUNDLED_SPLITS, Config
 from qlora_diff.errors import ConfigError, InputError
 
 NO_GOLD = {"-", "", "-1", -1}
@@ -63,40 +63,65 @@ def _raw_rows_from_file(path: Path) -> list[tuple[int, dict | None, str | None]]
     return rows
 
 
-def _raw_rows_from_hub(cfg: Config, split: str) -> list[tuple[int, dict | None, str | None]]:
-    from datasets import load_dataset
+@dataclass(frozen=True)
+class RowSource:
+    """Where one split's rows come from and how its columns and labels are read."""
 
-    dataset = load_dataset(
-        cfg.data.hub_name, cfg.data.hub_config or None, split=split, revision=cfg.data.hub_revision or None
-    )
-    return [(i + 1, row, None) for i, row in enumerate(dataset)]
+    origin: str                  # names the rows in messages: a file path, or hub_name[split]
+    labels: list[str]            # the label names allowed in this split
+    label_names: list[str]       # integer label ids map to these names, in order
+    label_hint: str              # the params key that defines ``labels``, for error messages
+    premise_column: str = "premise"
+    hypothesis_column: str = "hypothesis"
+    label_column: str = "label"
+    hub: tuple[str, str, str, str] | None = None  # (name, config, split, revision) for a hub dataset
+
+    @classmethod
+    def training(cls, cfg: Config) -> RowSource:
+        data = cfg.data
+        hub = (data.hub_name, data.hub_config, data.train_split, data.hub_revision) if data.source == "hub" else None
+        return cls(origin=f"{data.hub_name}[{data.train_split}]" if hub else data.train_file, labels=data.labels,
+                   label_names=data.labels, label_hint="data.labels", premise_column=data.premise_column,
+                   hypothesis_column=data.hypothesis_column, label_column=data.label_column, hub=hub)
+
+    @classmethod
+    def eval_set(cls, cfg: Config, name: str) -> RowSource:
+        spec = cfg.eval_sets[name]
+        labels = spec.labels(cfg.data.labels)
+        hint = f"the keys of eval_sets.{name}.label_map" if spec.label_map else "data.labels"
+        common = dict(labels=labels, label_names=spec.label_names or labels, label_hint=hint)
+        if spec.source == "bundled":
+            return cls(origin=BUNDLED_SPLITS[spec.split], **common)
+        hub = (spec.hub_name, spec.hub_config, spec.hub_split, spec.hub_revision) if spec.source == "hub" else None
+        return cls(origin=f"{spec.hub_name}[{spec.hub_split}]" if hub else spec.path, premise_column=spec.premise_column,
+                   hypothesis_column=spec.hypothesis_column, label_column=spec.label_column, hub=hub, **common)
+
+    def raw_rows(self) -> list[tuple[int, dict | None, str | None]]:
+        if self.hub is None:
+            return _raw_rows_from_file(Path(self.origin))
+        from datasets import load_dataset
+
+        name, config, split, revision = self.hub
+        dataset = load_dataset(name, config or None, split=split, revision=revision or None)
+        return [(i + 1, row, None) for i, row in enumerate(dataset)]
+
+    def label_name(self, value: object) -> str | None:
+        """A raw label (name or class index) as a label name; None when it is not a known label."""
+        if isinstance(value, str) and value.strip() in self.labels:
+            return value.strip()
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(self.label_names):
+            return self.label_names[value]
+        return None
 
 
-def _label_name(cfg: Config, value: object) -> str | None:
-    """Map a raw label (name or class index) to a label name; None when it is not a known label."""
-    labels = cfg.data.labels
-    if isinstance(value, str) and value.strip() in labels:
-        return value.strip()
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(labels):
-        return labels[value]
-    if isinstance(value, str) and value.strip().isdigit() and int(value) < len(labels):
-        return labels[int(value)]
-    return None
-
-
-def read_split(cfg: Config, split: str) -> tuple[list[dict], ReadStats]:
-    """Validated rows ``{id, premise, hypothesis, label}`` of the train or eval split, in file order."""
-    data = cfg.data
-    if data.source == "hub":
-        origin = f"{data.hub_name}[{data.train_split if split == 'train' else data.eval_split}]"
-        raw = _raw_rows_from_hub(cfg, data.train_split if split == "train" else data.eval_split)
-    else:
-        origin = data.train_file if split == "train" else data.eval_file
-        raw = _raw_rows_from_file(Path(origin))
+def read_rows(source: RowSource, id_prefix: str, on_bad_row: str) -> tuple[list[dict], ReadStats]:
+    """Validated rows ``{id, premise, hypothesis, label}`` in source order; ids are ``<id_prefix>-<line>``."""
     stats = ReadStats()
     rows = []
-    columns = {"premise": data.premise_column, "hypothesis": data.hypothesis_column, "label": data.label_column}
-    for number, row, error in raw:
+    columns = {"premise": source.premise_column, "hypothesis": source.hypothesis_column, "label": source.label_column}
+    for number, row, error in source.raw_rows():
         stats.rows_read += 1
         if error is None:
             missing = [col for col in columns.values() if col not in row]
@@ -106,21 +131,22 @@ def read_split(cfg: Config, split: str) -> tuple[list[dict], ReadStats]:
             stats.no_gold_label += 1
             continue
         if error is None:
-            label = _label_name(cfg, row[columns["label"]])
+            label = source.label_name(row[columns["label"]])
             premise, hypothesis = row[columns["premise"]], row[columns["hypothesis"]]
             if label is None:
-                error = f"unknown label {row[columns['label']]!r}; allowed: {data.labels} or their indices"
+                error = (f"unknown label {row[columns['label']]!r}; allowed: {source.labels} ({source.label_hint}) "
+                         "or their indices")
             elif not isinstance(premise, str) or not premise.strip():
                 error = "empty premise"
             elif not isinstance(hypothesis, str) or not hypothesis.strip():
                 error = "empty hypothesis"
         if error is not None:
-            if data.on_bad_row == "error":
-                raise InputError(f"{origin}:{number}: {error}. Fix the row or set data.on_bad_row: skip.")
+            if on_bad_row == "error":
+                raise InputError(f"{source.origin}:{number}: {error}. Fix the row or set data.on_bad_row: skip.")
             stats.bad_rows += 1
-            stats.bad_row_reasons.append(f"{origin}:{number}: {error}")
+            stats.bad_row_reasons.append(f"{source.origin}:{number}: {error}")
             continue
-        rows.append({"id": f"{split}-{number:06d}", "premise": premise.strip(), "hypothesis": hypothesis.strip(),
+        rows.append({"id": f"{id_prefix}-{number:06d}", "premise": premise.strip(), "hypothesis": hypothesis.strip(),
                      "label": label})
     return rows, stats
 
@@ -130,7 +156,7 @@ def stratified_sample(rows: list[dict], size: int | str, seed: int, key: str) ->
     if size == "all" or size == len(rows):
         return list(rows)
     if size > len(rows):
-        raise ConfigError(f"params: 'data.{key}' is {size} but the split has only {len(rows)} usable rows; "
+        raise ConfigError(f"params: '{key}' is {size} but the split has only {len(rows)} usable rows; "
                           f"allowed: 1..{len(rows)} or 'all'.")
     labels = [row["label"] for row in rows]
     if min(Counter(labels).values()) < 2 or size < len(set(labels)):

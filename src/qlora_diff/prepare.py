@@ -1,4 +1,4 @@
-"""The prepare stage: validated, stratified, overlap-free train/eval rows with their chat prompts."""
+"""The prepare stage: validated, sampled fine-tuning rows with their chat prompts (and helpers the eval sets share)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ from statistics import mean
 
 from qlora_diff import atomic
 from qlora_diff.config import Config
-from qlora_diff.data import ReadStats, label_counts, read_split, remove_overlap, stratified_sample
-from qlora_diff.metrics import chance_rate, majority_class_rate
-from qlora_diff.prompts import format_prompt
+from qlora_diff.data import ReadStats, RowSource, label_counts, read_rows, remove_overlap, stratified_sample
 
 
-def _split_stats(rows: list[dict], stats: ReadStats, labels: list[str], lengths: list[int]) -> dict:
-    return {
+def with_prompts(cfg: Config, rows: list[dict], model_dir: Path) -> list[int]:
+    """Add each row's chat prompt; returns the prompt lengths in tokens."""
+    from qlora_diff.modeling import load_tokenizer
+    from qlora_diff.prompts import format_prompt
+
+    tokenizer = load_tokenizer(model_dir)
+    lengths = []
+    for row in rows:
+        row["prompt"] = format_prompt(cfg, tokenizer, row["premise"], row["hypothesis"])
+        lengths.append(len(tokenizer(row["prompt"], add_special_tokens=False).input_ids))
+    return lengths
+
+
+def split_stats(rows: list[dict], stats: ReadStats, labels: list[str], lengths: list[int]) -> dict:
+    metrics = {
         "rows": len(rows),
         "label_counts": label_counts(rows, labels),
         "rows_read": stats.rows_read,
@@ -22,31 +33,23 @@ def _split_stats(rows: list[dict], stats: ReadStats, labels: list[str], lengths:
         "prompt_tokens_mean": round(mean(lengths), 2) if lengths else 0,
         "prompt_tokens_max": max(lengths, default=0),
     }
+    if stats.bad_row_reasons:
+        metrics["first_skipped_rows"] = stats.bad_row_reasons[:10]
+    return metrics
 
 
-def prepare(cfg: Config, model_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
-    """Write ``train.jsonl``/``eval.jsonl`` under ``out_dir`` and the data metrics; returns the metrics."""
-    eval_pool, eval_stats = read_split(cfg, "eval")
-    train_pool, train_stats = read_split(cfg, "train")
-    eval_rows = stratified_sample(eval_pool, cfg.data.eval_size, cfg.data.seed, "eval_size")
-    train_pool, overlap = remove_overlap(train_pool, eval_rows)
-    train_rows = stratified_sample(train_pool, cfg.data.train_size, cfg.data.seed, "train_size")
-
-    from qlora_diff.modeling import load_tokenizer
-
-    tokenizer = load_tokenizer(model_dir)
-    metrics: dict = {"labels": cfg.data.labels, "train_rows_removed_for_eval_overlap": overlap}
-    for name, rows, stats in (("train", train_rows, train_stats), ("eval", eval_rows, eval_stats)):
-        lengths = []
-        for row in rows:
-            row["prompt"] = format_prompt(cfg, tokenizer, row["premise"], row["hypothesis"])
-            lengths.append(len(tokenizer(row["prompt"], add_special_tokens=False).input_ids))
-        metrics[name] = _split_stats(rows, stats, cfg.data.labels, lengths)
-        if stats.bad_row_reasons:
-            metrics[name]["first_skipped_rows"] = stats.bad_row_reasons[:10]
-    metrics["majority_class_rate_eval"] = majority_class_rate([row["label"] for row in eval_rows])
-    metrics["chance_rate"] = chance_rate(cfg.data.labels)
-    atomic.write_jsonl(out_dir / "train.jsonl", train_rows)
-    atomic.write_jsonl(out_dir / "eval.jsonl", eval_rows)
+def prepare_train(cfg: Config, model_dir: Path, out_path: Path, metrics_path: Path) -> dict:
+    """Write the fine-tuning rows (without pairs of ``data.holdout_file``) and their metrics; returns the metrics."""
+    pool, stats = read_rows(RowSource.training(cfg), "train", cfg.data.on_bad_row)
+    overlap = 0
+    if cfg.data.holdout_file:
+        holdout = RowSource(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
+                            label_hint="data.labels")
+        pool, overlap = remove_overlap(pool, read_rows(holdout, "holdout", "skip")[0])
+    rows = stratified_sample(pool, cfg.data.train_size, cfg.data.seed, "data.train_size")
+    lengths = with_prompts(cfg, rows, model_dir)
+    metrics = {"labels": cfg.data.labels, "train_rows_removed_for_holdout_overlap": overlap,
+               "train": split_stats(rows, stats, cfg.data.labels, lengths)}
+    atomic.write_jsonl(out_path, rows)
     atomic.write_json(metrics_path, metrics)
     return metrics

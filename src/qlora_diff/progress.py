@@ -11,7 +11,10 @@ def show_progress() -> bool:
 
 
 def quiet_library_progress_bars() -> None:
-    """Without a terminal, also silence the bars that transformers and huggingface_hub draw themselves
-    (e.g. "Loading weights"); they read this variable when first imported, so call it before importing them."""
+    """Without a terminal, also silence the bars that libraries draw themselves: transformers' "Loading weights"
+    (through huggingface_hub's switch) and any plain tqdm bar, such as the GGUF conversion's. Both variables are
+    read when those modules are first imported, so call this before importing them. Our own bars pass
+    ``disable=not show_progress()`` explicitly, which wins over the variable."""
     if not show_progress():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")

@@ -33,30 +33,35 @@ def _ci(m: dict) -> str:
     return f"[{100 * m['accuracy_ci_low']:.1f}, {100 * m['accuracy_ci_high']:.1f}]"
 
 
+def _set_names(root: Path) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load((root / "params.yaml").read_text())["eval_sets"])
+
+
 def results(root: Path) -> str:
-    base, adapter = _load(root, "metrics/base.json"), _load(root, "metrics/adapter.json")
-    tune, diff = _load(root, "metrics/finetune.json"), _load(root, "metrics/compare.json")
-    table = [
-        ["accuracy [95% Wilson CI]", f"{_pct(base['accuracy'])} {_ci(base)}", f"**{_pct(adapter['accuracy'])}** {_ci(adapter)}"],
-        ["macro-F1", f"{base['macro_f1']:.3f}", f"{adapter['macro_f1']:.3f}"],
-        ["chance / majority-class baseline", f"{_pct(base['chance_accuracy'])} / {_pct(base['majority_class_accuracy'])}", ""],
-        ["trainable parameters", "", f"{tune['parameters_trainable']:,} of {tune['parameters_total']:,} "
-                                     f"({tune['trainable_percent']:.2f}%), adapter {tune['adapter_size_mb']:.1f} MB"],
-        ["seconds (2 CPU cores)", f"{base['seconds']:.0f} (eval)", f"{adapter['seconds']:.0f} (eval), fine-tune {tune['seconds']:.0f}"],
-        ["peak process memory", f"{base['peak_memory_gb']:.1f} GB (eval)",
-         f"{adapter['peak_memory_gb']:.1f} GB (eval), fine-tune {tune['peak_memory_gb']:.1f} GB"],
-    ]
-    bias = diff["label_bias"]
-    counts = [[who] + [bias[who][label] for label in bias["gold"]] for who in ("gold", "base", "adapter")]
+    tune = _load(root, "metrics/finetune.json")
+    rows, counts = [], []
+    for name in _set_names(root):
+        base, adapter, diff = (_load(root, f"metrics/eval/{name}/{which}.json") for which in ("base", "adapter", "compare"))
+        rows.append([f"`{name}`", f"{diff['examples']:,}", f"{_pct(base['chance_accuracy'])} / {_pct(base['majority_class_accuracy'])}",
+                     f"{_pct(base['accuracy'])} {_ci(base)}", f"**{_pct(adapter['accuracy'])}** {_ci(adapter)}",
+                     f"{100 * diff['accuracy_delta']:+.1f} [{100 * diff['accuracy_delta_ci_low']:+.1f}, "
+                     f"{100 * diff['accuracy_delta_ci_high']:+.1f}]",
+                     f"{diff['corrected']} / {diff['regressed']}", f"{diff['mcnemar_p_value']:.2g}"])
+        bias = diff["label_bias"]
+        counts += [[f"`{name}`", who, ", ".join(f"{label} {bias[who][label]}" for label in bias["gold"])]
+                   for who in ("gold", "base", "adapter")]
+    table = tabulate(rows, headers=["set", "rows", "chance / majority", "base [95% CI]", "adapter [95% CI]",
+                                    "difference, points [paired CI]", "corrected / regressed", "McNemar p"],
+                     tablefmt="github")
     return "\n".join([
-        tabulate(table, headers=["", "base (zero-shot)", "adapter (QLoRA)"], tablefmt="github"), "",
-        f"On {diff['examples']:,} rows, accuracy difference **{100 * diff['accuracy_delta']:+.1f} points** "
-        f"({int(100 * diff['ci_confidence'])}% paired bootstrap CI {100 * diff['accuracy_delta_ci_low']:+.1f} to "
-        f"{100 * diff['accuracy_delta_ci_high']:+.1f}); the adapter corrected {diff['corrected']} rows and regressed "
-        f"{diff['regressed']} (exact McNemar p = {diff['mcnemar_p_value']:.2g}); {diff['still_wrong']} stay wrong. "
-        f"Fine-tuning: {tune['steps']} steps, final loss {tune['final_loss']}.", "",
+        table, "",
+        f"Fine-tuning: {tune['parameters_trainable']:,} of {tune['parameters_total']:,} parameters trainable "
+        f"({tune['trainable_percent']:.2f}%, adapter {tune['adapter_size_mb']:.1f} MB), {tune['steps']} steps, final "
+        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s, peak memory {tune['peak_memory_gb']:.1f} GB.", "",
         "How often each label is the gold label and how often each model predicts it:", "",
-        tabulate(counts, headers=["", *bias["gold"]], tablefmt="github"),
+        tabulate(counts, headers=["set", "", "label counts"], tablefmt="github"),
     ])
 
 

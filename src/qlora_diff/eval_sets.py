@@ -1,0 +1,39 @@
+"""The prepare_eval stage: one evaluation set's rows, sampled, in the set's own label space, with chat prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qlora_diff import atomic
+from qlora_diff.challenge import generate
+from qlora_diff.config import Config
+from qlora_diff.data import ReadStats, RowSource, pair_key, read_rows, stratified_sample
+from qlora_diff.metrics import chance_rate, majority_class_rate
+from qlora_diff.prepare import split_stats, with_prompts
+
+
+def prepare_eval_set(cfg: Config, name: str, model_dir: Path, train_path: Path, out_path: Path,
+                     metrics_path: Path) -> dict:
+    """Write one evaluation set's rows (in its own label space) and its metrics; returns the metrics."""
+    spec = cfg.eval_sets[name]
+    labels = spec.labels(cfg.data.labels)
+    if spec.source == "challenge":
+        pool, stats = generate(spec.seed), ReadStats()
+        stats.rows_read = len(pool)
+    else:
+        pool, stats = read_rows(RowSource.eval_set(cfg, name), name, cfg.data.on_bad_row)
+    rows = stratified_sample(pool, spec.size, spec.seed, f"eval_sets.{name}.size")
+    lengths = with_prompts(cfg, rows, model_dir)
+    train_pairs = {pair_key(row) for row in atomic.read_jsonl(train_path)}
+    gold = [row["label"] for row in rows]
+    metrics = {
+        "labels": labels,
+        "label_map": spec.collapse(cfg.data.labels),
+        "eval": split_stats(rows, stats, labels, lengths),
+        "pairs_also_in_train": sum(pair_key(row) in train_pairs for row in rows),
+        "majority_class_rate": majority_class_rate(gold),
+        "chance_rate": chance_rate(labels),
+    }
+    atomic.write_jsonl(out_path, rows)
+    atomic.write_json(metrics_path, metrics)
+    return metrics
