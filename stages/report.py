@@ -21,7 +21,7 @@ def main(cfg: Config) -> None:
         sections[name] = Path(f"reports/eval/{name}.md").read_text(encoding="utf-8")
     atomic.write_text("reports/comparison.md", render_summary(sets, json.loads(Path("metrics/finetune.json").read_text()),
                                                               sections))
-    print(headline({name: m["compare"] for name, m in sets.items()}))
+    print(headline(sets))
 
 
 if __name__ == "__main__":

@@ -132,15 +132,28 @@ def test_compare_and_report_stages_write_every_output(tmp_path):
     assert "not statistically significant on `hard`" in done.stdout
 
 
-def stats(delta: float, p: float) -> dict:
-    return {"accuracy_delta": delta, "mcnemar_p_value": p, "ci_confidence": 0.95}
+def stats(delta: float, p: float, adapter: float = 0.8, ci_high: float = 0.85, majority: float = 0.5) -> dict:
+    return {"compare": {"accuracy_delta": delta, "mcnemar_p_value": p, "ci_confidence": 0.95},
+            "adapter": {"accuracy": adapter, "accuracy_ci_low": adapter - 0.05, "accuracy_ci_high": ci_high},
+            "base": {"majority_class_accuracy": majority}}
 
 
 def test_headline_never_claims_a_general_improvement_unless_every_set_improved():
     both = headline({"a": stats(0.3, 1e-9), "b": stats(0.05, 0.01)})
     assert both.startswith("The adapter improved accuracy significantly on every evaluation set")
+    assert "majority" not in both
     mixed = headline({"a": stats(0.3, 1e-9), "b": stats(-0.007, 0.8), "c": stats(-0.1, 0.001)})
     assert "every" not in mixed and "did not improve NLI in general" in mixed
     assert "significantly on `a` (+30.0 points" in mixed
     assert "significantly worse on `c` (-10.0 points" in mixed
     assert "not statistically significant on `b` (-0.7 points, p = 0.8)" in mixed
+
+
+def test_headline_says_when_the_adapter_does_not_beat_the_majority_class():
+    text = headline({"snli": stats(0.35, 1e-50), "challenge": stats(0.139, 1e-6, adapter=0.4025, ci_high=0.4369,
+                                                                         majority=0.45),
+                     "close": stats(0.1, 1e-3, adapter=0.44, ci_high=0.48, majority=0.45)})
+    assert "On `challenge` the adapter's accuracy (40.2%, CI [35.2%, 43.7%]) is significantly below always " \
+           "answering the majority class (45.0%)." in text
+    assert "On `close` the adapter's accuracy (44.0%, CI [39.0%, 48.0%]) is not above" in text
+    assert "`snli` the adapter" not in text

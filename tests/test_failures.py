@@ -152,6 +152,7 @@ def evaluate_stage_output(project, terminal: bool) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_progress_bars_show_on_a_terminal_and_stay_out_of_logs(project):
     prepare_all(project)
     on_terminal = evaluate_stage_output(project, terminal=True)

@@ -117,27 +117,39 @@ def render_set_section(comparison: Comparison) -> str:
 
 def headline(sets: dict[str, dict]) -> str:
     """Which sets improved, which did not, which regressed: never a general claim unless every set improved.
+    Then any set where the adapter does not beat always answering the majority class.
 
-    ``sets`` maps a set name to its compare metrics; significance is McNemar p below 1 - confidence.
+    ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics; a change is
+    significant when its McNemar p is below 1 - confidence.
     """
-    def fmt(name: str) -> str:
-        stats = sets[name]
-        return f"`{name}` ({100 * stats['accuracy_delta']:+.1f} points, p = {stats['mcnemar_p_value']:.2g})"
+    diff = {name: m["compare"] for name, m in sets.items()}
 
-    alpha = lambda name: 1 - sets[name]["ci_confidence"]
-    improved = [n for n in sets if sets[n]["accuracy_delta"] > 0 and sets[n]["mcnemar_p_value"] < alpha(n)]
-    regressed = [n for n in sets if sets[n]["accuracy_delta"] < 0 and sets[n]["mcnemar_p_value"] < alpha(n)]
+    def fmt(name: str) -> str:
+        return f"`{name}` ({100 * diff[name]['accuracy_delta']:+.1f} points, p = {diff[name]['mcnemar_p_value']:.2g})"
+
+    significant = lambda name: diff[name]["mcnemar_p_value"] < 1 - diff[name]["ci_confidence"]
+    improved = [n for n in sets if diff[n]["accuracy_delta"] > 0 and significant(n)]
+    regressed = [n for n in sets if diff[n]["accuracy_delta"] < 0 and significant(n)]
     unclear = [n for n in sets if n not in improved + regressed]
     if len(improved) == len(sets):
-        return "The adapter improved accuracy significantly on every evaluation set: " + ", ".join(map(fmt, improved)) + "."
-    parts = []
-    if improved:
-        parts.append("The adapter improved accuracy significantly on " + ", ".join(map(fmt, improved)) + ".")
-    if regressed:
-        parts.append("It made accuracy significantly worse on " + ", ".join(map(fmt, regressed)) + ".")
-    if unclear:
-        parts.append("The change is not statistically significant on " + ", ".join(map(fmt, unclear)) + ".")
-    return " ".join(parts) + " So the fine-tune did not improve NLI in general, only where stated."
+        parts = ["The adapter improved accuracy significantly on every evaluation set: " + ", ".join(map(fmt, improved)) + "."]
+    else:
+        parts = []
+        if improved:
+            parts.append("The adapter improved accuracy significantly on " + ", ".join(map(fmt, improved)) + ".")
+        if regressed:
+            parts.append("It made accuracy significantly worse on " + ", ".join(map(fmt, regressed)) + ".")
+        if unclear:
+            parts.append("The change is not statistically significant on " + ", ".join(map(fmt, unclear)) + ".")
+        parts.append("So the fine-tune did not improve NLI in general, only where stated.")
+    for name, m in sets.items():
+        adapter, majority = m["adapter"], m["base"]["majority_class_accuracy"]
+        if adapter["accuracy"] < majority:
+            below = "significantly below" if adapter["accuracy_ci_high"] < majority else "not above"
+            parts.append(f"On `{name}` the adapter's accuracy ({_pct(adapter['accuracy'])}, CI "
+                         f"[{_pct(adapter['accuracy_ci_low'])}, {_pct(adapter['accuracy_ci_high'])}]) is {below} "
+                         f"always answering the majority class ({_pct(majority)}).")
+    return " ".join(parts)
 
 
 def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str]) -> str:
@@ -145,7 +157,6 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
 
     ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics.
     """
-    compare_by_set = {name: m["compare"] for name, m in sets.items()}
     ci = lambda m: f"{_pct(m['accuracy'])} [{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]"
     rows = [[f"`{name}`", m["compare"]["examples"], _pct(m["base"]["majority_class_accuracy"]), ci(m["base"]),
              ci(m["adapter"]), f"{100 * m['compare']['accuracy_delta']:+.1f} [{100 * m['compare']['accuracy_delta_ci_low']:+.1f}, "
@@ -153,7 +164,7 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
             for name, m in sets.items()]
     parts = [
         "# What fine-tuning changed", "",
-        "## Across evaluation sets", "", headline(compare_by_set), "",
+        "## Across evaluation sets", "", headline(sets), "",
         _table(rows, ["set", "rows", "majority class", "base accuracy [CI]", "adapter accuracy [CI]",
                       "difference, points [paired CI]", "McNemar p"]), "",
         "## Fine-tuning", "",
