@@ -157,3 +157,32 @@ def test_headline_says_when_the_adapter_does_not_beat_the_majority_class():
            "answering the majority class (45.0%)." in text
     assert "On `close` the adapter's accuracy (44.0%, CI [39.0%, 48.0%]) is not above" in text
     assert "`snli` the adapter" not in text
+
+
+def test_accuracy_by_phenomenon_and_gold_label():
+    """Planted: phenomenon A's entailed half is corrected (10 rows), its neutral half regressed (10 rows);
+    phenomenon B does not move. By phenomenon A nets to zero; split by gold label, both halves stand out."""
+    from scipy.stats import false_discovery_control
+
+    base, adapter = [], []
+    plan = [("A", "entailment", False, True)] * 10 + [("A", "neutral", True, False)] * 10 + \
+           [("B", "entailment", True, True)] * 6 + [("B", "neutral", False, False)] * 4
+    for i, (phenomenon, gold, before, after) in enumerate(plan):
+        wrong = "contradiction"
+        base.append({**prediction(f"r{i:02d}", gold, gold if before else wrong), "phenomenon": phenomenon})
+        adapter.append({**prediction(f"r{i:02d}", gold, gold if after else wrong), "phenomenon": phenomenon})
+    cfg = parse_config({"report": {"bootstrap_samples": 200}})
+    comparison = compare(cfg, "snli", join_predictions(base, adapter), {}, {})
+    by_phenomenon = {r["group"]: r for r in comparison.by_phenomenon}
+    assert by_phenomenon["A"]["accuracy_delta"] == 0 and by_phenomenon["A"]["p_value"] == pytest.approx(1.0)
+    split = {r["group"]: r for r in comparison.by_phenomenon_and_gold}
+    assert set(split) == {"A / entailment", "A / neutral", "B / entailment", "B / neutral"}
+    assert (split["A / entailment"]["corrected"], split["A / entailment"]["accuracy_delta"]) == (10, 1.0)
+    assert (split["A / neutral"]["regressed"], split["A / neutral"]["accuracy_delta"]) == (10, -1.0)
+    assert split["A / neutral"]["p_value"] == pytest.approx(mcnemar_exact_p(0, 10))
+    rows = comparison.by_phenomenon_and_gold
+    assert [r["q_value"] for r in rows] == pytest.approx(list(false_discovery_control([r["p_value"] for r in rows])))
+    assert comparison.metrics()["by_phenomenon"]["B"] == {"rows": 10, "base_accuracy": 0.6, "adapter_accuracy": 0.6,
+                                                          "accuracy_delta": 0.0, "q_value": 1.0}
+    markdown = render_set_section(comparison)
+    assert "### Accuracy by phenomenon" in markdown and "| A / neutral " in markdown

@@ -167,3 +167,13 @@ def test_the_offline_kernels_warning_is_filtered_and_nothing_else():
     assert "Failed to load CPU gemm_4bit_forward from kernels-community" in logs["plain"]
     assert "kernels-community" not in logs["filtered"]
     assert "another warning still shows" in logs["filtered"]
+
+
+def test_stages_go_online_only_when_a_source_is_on_the_hub():
+    from qlora_diff.cli import uses_the_hub
+
+    assert not uses_the_hub(parse_config({}))
+    assert uses_the_hub(parse_config({"data": {"source": "hub"}}))
+    assert uses_the_hub(parse_config({"model": {"source": "hub", "path": "org/model", "revision": "abc"}}))
+    assert uses_the_hub(parse_config({"eval_sets": {"rte": {"source": "hub", "hub_name": "org/rte",
+                                                            "hub_revision": "abc"}}}))

@@ -34,6 +34,12 @@ def quiet_unactionable_warnings() -> None:
         logging.getLogger(logger_name).addFilter(_DropMessages(fragments))
 
 
+def uses_the_hub(cfg: Config) -> bool:
+    """Whether any configured source downloads from the hub; only then may the stages go online."""
+    sources = [cfg.model.source, cfg.data.source, *(s.source for s in cfg.eval_sets.values())]
+    return "hub" in sources
+
+
 def run_stage(main: Callable[..., None], description: str, *positionals: tuple[str, tuple[str, ...] | None]) -> None:
     """Parse ``--params`` and the stage's positional arguments, validate params before any heavy import, run
     ``main(cfg, *values)`` and exit non-zero on bad input.
@@ -54,7 +60,7 @@ def run_stage(main: Callable[..., None], description: str, *positionals: tuple[s
         cfg = load_config(args.params)  # before torch/transformers are imported: bad params fail in ~1 s
     except PipelineError as exc:
         _fail(exc)
-    if cfg.model.source == "hub" or cfg.data.source == "hub":
+    if uses_the_hub(cfg):
         os.environ["HF_HUB_OFFLINE"] = "0"
     values = [getattr(args, name) for name, _ in positionals]
     if "eval_set" in vars(args) and args.eval_set not in cfg.eval_sets:

@@ -98,12 +98,13 @@ class Comparison:
     base_metrics: dict
     adapter_metrics: dict
     by_phenomenon: list[dict]
+    by_phenomenon_and_gold: list[dict]
 
     def metrics(self) -> dict:
         """What goes to metrics/eval/<set>/compare.json: the scalar statistics (tables stay in the report)."""
         scalars = {k: v for k, v in self.stats.items() if k not in ("per_class", "transitions")}
         if self.by_phenomenon:
-            scalars["by_phenomenon"] = {row["phenomenon"]: {k: row[k] for k in (
+            scalars["by_phenomenon"] = {row["group"]: {k: row[k] for k in (
                 "rows", "base_accuracy", "adapter_accuracy", "accuracy_delta", "q_value")} for row in self.by_phenomenon}
         return {"eval_set": self.set_name, **scalars}
 
@@ -144,12 +145,13 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> di
     }
 
 
-def accuracy_by_group(pairs: list[Pair], key: str, confidence: float) -> list[dict]:
-    """Per value of ``key`` (e.g. ``phenomenon``): both accuracies with Wilson CIs, the paired difference and exact
-    McNemar p, and Benjamini-Hochberg q-values across the groups (several groups are several tests)."""
+def accuracy_by_group(pairs: list[Pair], keys: tuple[str, ...], confidence: float) -> list[dict]:
+    """Per value of the row fields ``keys`` (e.g. phenomenon, or phenomenon and gold label): both accuracies with
+    Wilson CIs, the paired difference and exact McNemar p, and Benjamini-Hochberg q-values across the groups
+    (several groups are several tests). Each result row is named by ``" / ".join`` of its values."""
     groups: dict[str, list[Pair]] = {}
     for pair in pairs:
-        groups.setdefault(pair[0][key], []).append(pair)
+        groups.setdefault(" / ".join(str(pair[0][key]) for key in keys), []).append(pair)
     rows = []
     for name in sorted(groups):
         members = groups[name]
@@ -159,7 +161,7 @@ def accuracy_by_group(pairs: list[Pair], key: str, confidence: float) -> list[di
         base_ci = accuracy_interval(base_right, len(members), confidence)
         adapter_ci = accuracy_interval(adapter_right, len(members), confidence)
         rows.append({
-            key: name, "rows": len(members),
+            "group": name, "rows": len(members),
             "base_accuracy": round(base_right / len(members), 4), "base_ci": base_ci,
             "adapter_accuracy": round(adapter_right / len(members), 4), "adapter_ci": adapter_ci,
             "accuracy_delta": round((adapter_right - base_right) / len(members), 4),
@@ -182,7 +184,9 @@ def compare(cfg: Config, set_name: str, pairs: list[Pair], base_metrics: dict, a
         stats=compare_predictions(cfg, pairs, labels),
         examples={name: pick_examples(pairs, name, count, seed) for name in ("corrected", "regressed", "still_wrong")},
         labels=labels, base_metrics=base_metrics, adapter_metrics=adapter_metrics,
-        by_phenomenon=accuracy_by_group(pairs, "phenomenon", cfg.report.confidence) if has_phenomena else [],
+        by_phenomenon=accuracy_by_group(pairs, ("phenomenon",), cfg.report.confidence) if has_phenomena else [],
+        by_phenomenon_and_gold=accuracy_by_group(pairs, ("phenomenon", "gold"), cfg.report.confidence)
+        if has_phenomena else [],
     )
 
 

@@ -62,12 +62,12 @@ def _examples_table(chosen: list[Pair]) -> str:
     return _table(rows, ["id", "premise", "hypothesis", "gold", "base (p)", "adapter (p)"])
 
 
-def _phenomenon_table(rows: list[dict]) -> str:
+def _group_table(rows: list[dict], name: str) -> str:
     ci = lambda interval: f"[{_pct(interval[0])}, {_pct(interval[1])}]"
-    return _table([[r["phenomenon"], r["rows"], f"{_pct(r['base_accuracy'])} {ci(r['base_ci'])}",
+    return _table([[r["group"], r["rows"], f"{_pct(r['base_accuracy'])} {ci(r['base_ci'])}",
                     f"{_pct(r['adapter_accuracy'])} {ci(r['adapter_ci'])}", f"{100 * r['accuracy_delta']:+.1f}",
                     r["corrected"], r["regressed"], f"{r['p_value']:.3g}", f"{r['q_value']:.3g}"] for r in rows],
-                  ["phenomenon", "rows", "base [CI]", "adapter [CI]", "difference (points)", "corrected", "regressed",
+                  [name, "rows", "base [CI]", "adapter [CI]", "difference (points)", "corrected", "regressed",
                    "McNemar p", "BH q"])
 
 
@@ -94,7 +94,10 @@ def render_set_section(comparison: Comparison) -> str:
         parts += ["### Accuracy by phenomenon", "",
                   "Wilson CIs per model; McNemar p per phenomenon, and Benjamini-Hochberg q across the phenomena "
                   "(read q: several phenomena are several tests).", "",
-                  _phenomenon_table(comparison.by_phenomenon), ""]
+                  _group_table(comparison.by_phenomenon, "phenomenon"), "",
+                  "The same split by gold label: a phenomenon's two halves (e.g. entailed and not entailed) can move "
+                  "in opposite directions, which is how a heuristic shows.", "",
+                  _group_table(comparison.by_phenomenon_and_gold, "phenomenon / gold"), ""]
     parts += [
         "### Corrected by the adapter", "", _examples_table(comparison.examples["corrected"]), "",
         "### Regressed by the adapter", "", _examples_table(comparison.examples["regressed"]), "",
