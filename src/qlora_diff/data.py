@@ -30,7 +30,7 @@ class ReadStats:
 def _raw_rows_from_file(path: Path) -> list[tuple[int, dict | None, str | None]]:
     """(line number, row or None, parse error or None) for each data line of ``path``."""
     if not path.is_file():
-        raise InputError(f"{path}: data file not found (data.train_file / data.eval_file).")
+        raise InputError(f"{path}: data file not found; check data.train_file, data.holdout_file or eval_sets.<name>.path.")
     if path.suffix not in SUPPORTED_SUFFIXES:
         raise InputError(f"{path}: unsupported data file type '{path.suffix}'; allowed: {', '.join(SUPPORTED_SUFFIXES)}.")
     if path.suffix == ".parquet":
