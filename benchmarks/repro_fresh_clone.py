@@ -1,7 +1,7 @@
 """Reproducibility and wall time: `dvc repro` of the committed HEAD in a fresh clone with an empty DVC cache.
 
 Uses this environment's packages (the clone gets no .venv of its own; its stage commands find `python` and `dvc`
-on PATH, as after `source .venv/bin/activate`). Checks that the clone rebuilds the committed `dvc.lock` exactly:
+on PATH, as after `source .venv/bin/activate`), but the clone's own `src/` (PYTHONPATH), never the editable install. Checks that the clone rebuilds the committed `dvc.lock` exactly:
 every output hash (predictions, adapter, base model, prepared data) equal to the committed ones.
 Measure on a quiet machine: nothing else running.
 
@@ -27,9 +27,10 @@ TIMED_METRICS = {"evaluate_base@snli": "metrics/eval/snli/base.json", "finetune"
 
 
 def main() -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with tempfile.TemporaryDirectory(prefix="fresh-clone-") as tmp:
         clone = Path(tmp) / "repo"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "PYTHONPATH": str(clone / "src")}
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
