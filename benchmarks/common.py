@@ -18,6 +18,7 @@ from qlora_diff import atomic  # noqa: E402
 from qlora_diff.config import Config, load_config, parse_config  # noqa: E402
 
 MODEL_DIR = REPO / "models" / "base"
+ADAPTER_DIR = REPO / "models" / "adapter"
 EVAL_ROWS = REPO / "data" / "prepared" / "eval" / "snli.jsonl"
 
 
@@ -33,6 +34,23 @@ def rows(count: int) -> list[dict]:
     if not EVAL_ROWS.is_file():
         sys.exit("run `dvc repro prepare_eval@snli` first: the benchmarks use data/prepared/eval/snli.jsonl")
     return atomic.read_jsonl(EVAL_ROWS)[:count]
+
+
+def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int, count: int) -> tuple[list[list[float]], float]:
+    """Label log-probabilities of the first ``count`` eval rows (NF4 weights, CPU) and the scoring seconds
+    (model loading excluded)."""
+    from qlora_diff.evaluate import load_for_eval
+    from qlora_diff.modeling import load_tokenizer
+    from qlora_diff.prompts import answer_token_ids
+    from qlora_diff.scoring import encode_prompts, label_logprobs
+
+    cfg = config(runtime={"device": "cpu"}, quant={"compute_dtype": compute_dtype})
+    tokenizer = load_tokenizer(MODEL_DIR)
+    model = load_for_eval(cfg, MODEL_DIR, adapter_dir)
+    encoded = encode_prompts(tokenizer, [r["prompt"] for r in rows(count)])
+    start = time.perf_counter()
+    scores = label_logprobs(model, tokenizer, encoded, answer_token_ids(cfg, tokenizer), batch_size)
+    return scores, time.perf_counter() - start
 
 
 def timed(fn, repeats: int = 1) -> float:

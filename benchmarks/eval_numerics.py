@@ -7,26 +7,10 @@ Run: python benchmarks/eval_numerics.py   (after `dvc repro`)
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
-import torch
-
-from common import MODEL_DIR, REPO, config, rows, write_results
-from qlora_diff.evaluate import load_for_eval
-from qlora_diff.modeling import load_tokenizer
-from qlora_diff.prompts import answer_token_ids
-from qlora_diff.scoring import encode_prompts, label_logprobs
+from common import ADAPTER_DIR, config, rows, score, write_results
 
 ROWS = 200
-ADAPTER_DIR = REPO / "models" / "adapter"
-
-
-def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int) -> list[list[float]]:
-    cfg = config(runtime={"device": "cpu"}, quant={"compute_dtype": compute_dtype})
-    tokenizer = load_tokenizer(MODEL_DIR)
-    model = load_for_eval(cfg, MODEL_DIR, adapter_dir)
-    return label_logprobs(model, tokenizer, encode_prompts(tokenizer, [r["prompt"] for r in rows(ROWS)]), answer_token_ids(cfg, tokenizer),
-                          batch_size)
 
 
 def argmax(scores: list[float]) -> int:
@@ -38,9 +22,9 @@ def main() -> None:
     labels = config().data.labels
     results = []
     for name, adapter_dir in [("base", None), ("adapter", ADAPTER_DIR)]:
-        reference = score(adapter_dir, "float32", 16)
+        reference = score(adapter_dir, "float32", 16, ROWS)[0]
         for dtype, batch_size in [("float32", 16), ("bfloat16", 16), ("bfloat16", 1)]:
-            got = reference if (dtype, batch_size) == ("float32", 16) else score(adapter_dir, dtype, batch_size)
+            got = reference if (dtype, batch_size) == ("float32", 16) else score(adapter_dir, dtype, batch_size, ROWS)[0]
             gaps = [abs(a - b) for row_a, row_b in zip(got, reference) for a, b in zip(row_a, row_b)]
             results.append({
                 "model": name, "compute dtype": dtype, "eval.batch_size": batch_size,

@@ -12,8 +12,10 @@ import pytest
 
 from qlora_diff.errors import InputError
 from conftest import REPO
+from qlora_diff.calibration import RULES, calibration_metrics
 from qlora_diff.compare import compare, compare_predictions, join_predictions, mcnemar_exact_p, paired_bootstrap_ci
 from qlora_diff.config import parse_config
+from qlora_diff.explain import explain
 from qlora_diff.report import SECTIONS, SUMMARY_SECTIONS, headline, render_set_section
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -22,7 +24,28 @@ LABELS = ["entailment", "neutral", "contradiction"]
 def prediction(row_id: str, gold: str, predicted: str) -> dict:
     probs = {label: (0.8 if label == predicted else 0.1) for label in LABELS}
     return {"id": row_id, "premise": f"premise {row_id}", "hypothesis": f"hypothesis {row_id}", "gold": gold,
-            "prediction": predicted, "probs": probs, "correct": gold == predicted}
+            "prediction": predicted, "probs": probs, "correct": gold == predicted, "margin": 1.3863,
+            "predictions_by_rule": {rule: predicted for rule in RULES}}
+
+
+HYPOTHESIS_ONLY = {"accuracy": 0.5, "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.7, "chance_accuracy": 0.3333,
+                   "majority_class_accuracy": 0.5}
+
+
+def slice_rows(base: list[dict]) -> list[dict]:
+    """Slice features as the slices stage writes them: every other row artifact-easy."""
+    return [{"id": r["id"], "features": {"gold": r["gold"], "artifact": "easy" if i % 2 else "hard"}}
+            for i, r in enumerate(base)]
+
+
+def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
+    pairs = join_predictions(base, adapter)
+    identity = {label: label for label in LABELS}
+    calibration = {which: {"calibration": calibration_metrics(rows, LABELS, identity, cfg.report)}
+                   for which, rows in (("base", base), ("adapter", adapter))}
+    return render_set_section(compare(cfg, name, pairs, {"chance_accuracy": 0.3333, **calibration["base"]},
+                                      calibration["adapter"]),
+                              explain(cfg, pairs, slice_rows(base), HYPOTHESIS_ONLY))
 
 
 def build_pairs(corrected: int, regressed: int, still_wrong: int, still_right: int) -> tuple[list, list]:
@@ -76,14 +99,16 @@ def test_mismatched_or_duplicated_ids_are_clear_errors():
 def test_report_has_every_section_and_a_summary_sentence():
     base, adapter = build_pairs(10, 2, 3, 15)
     cfg = parse_config({"report": {"bootstrap_samples": 300, "examples_per_category": 2}})
-    comparison = compare(cfg, "snli", join_predictions(base, adapter), {"chance_accuracy": 0.3333}, {})
-    markdown = render_set_section(comparison)
+    markdown = render(cfg, "snli", base, adapter)
     assert markdown.startswith("## Evaluation set `snli`")
     for section in SECTIONS:
         assert f"### {section}" in markdown
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in markdown
     assert "corrected 10 rows and regressed 2" in markdown and "p = 0.0386" in markdown
     assert markdown.count("| c0") == 2 and "| 33.3% / n/a |" in markdown
+    assert "The base model is over-confident: mean confidence in its prediction 80.0% vs its accuracy, a gap of +23.3" in markdown
+    assert "The adapter is neither over- nor under-confident beyond noise" in markdown
+    assert "the base model goes from 56.7% to 56.7% by recalibrating its label prior alone (+0.0 points" in markdown
 
 
 def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
@@ -91,6 +116,8 @@ def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
     predictions, metrics = root / "reports" / "predictions" / name, root / "metrics" / "eval" / name
     predictions.mkdir(parents=True)
     metrics.mkdir(parents=True)
+    (predictions / "slices.jsonl").write_text("".join(json.dumps(r) + "\n" for r in slice_rows(base)))
+    (metrics / "hypothesis_only.json").write_text(json.dumps(HYPOTHESIS_ONLY))
     for which, rows in (("base", base), ("adapter", adapter)):
         (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         correct = sum(r["correct"] for r in rows)
@@ -122,6 +149,17 @@ def test_compare_and_report_stages_write_every_output(tmp_path):
     assert "per_class" not in saved and "transitions" not in saved
     transitions = json.loads((tmp_path / "reports/plots/snli/transitions.json").read_text())
     assert len(transitions) == 30 and transitions[0] == {"base": "neutral", "adapter": "contradiction"}
+    assert saved["slices"]["artifact_easy"]["rows"] == 15 and saved["hypothesis_only_accuracy"] == 0.5
+    plot = json.loads((tmp_path / "reports/plots/snli/slices.json").read_text())
+    assert plot[:2] == [{"slice": "gold=contradiction", "model": "base", "accuracy": 0.0},
+                        {"slice": "gold=contradiction", "model": "adapter", "accuracy": 1.0}]
+    bars = filled_template("grouped_bars", plot, "accuracy", "slice")
+    assert (bars["encoding"]["x"]["field"], bars["encoding"]["y"]["field"]) == ("accuracy", "slice")
+    assert bars["encoding"]["yOffset"]["field"] == "series"
+    reliability = json.loads((tmp_path / "reports/plots/snli/reliability.json").read_text())
+    assert {(r["model"], r["confidence"], r["rows"]) for r in reliability} == {("base", 0.8, 30), ("adapter", 0.8, 30)}
+    line = filled_template("reliability", reliability, "confidence", "accuracy")["layer"][1]["encoding"]
+    assert (line["x"]["field"], line["y"]["field"]) == ("confidence", "accuracy")
     done = run_stage(tmp_path, "report.py")
     report = (tmp_path / "reports/comparison.md").read_text()
     for section in SUMMARY_SECTIONS:
@@ -130,6 +168,19 @@ def test_compare_and_report_stages_write_every_output(tmp_path):
     assert re.search(r"\| `hard` \|\s+30 \|\s+50.0%\s+\|", report), report[:1500]
     assert "improved accuracy significantly on `snli`" in done.stdout
     assert "not statistically significant on `hard`" in done.stdout
+
+
+def filled_template(name: str, plot: list[dict], x: str, y: str) -> dict:
+    """dvc.yaml's slice and reliability plots use custom templates in .dvc/plots; fill one as `dvc plots show`
+    does, and check no anchor is left."""
+    from dvc_render import VegaRenderer
+    from dvc_render.vega_templates import get_template
+
+    template = get_template(name, str(REPO / ".dvc" / "plots"))
+    spec = VegaRenderer([{**row, "rev": "workspace"} for row in plot], name, template=template, x=x,
+                        y=y).get_filled_template()
+    assert "<DVC_METRIC" not in json.dumps(spec) and len(spec["data"]["values"]) == len(plot)
+    return spec
 
 
 def stats(delta: float, p: float, adapter: float = 0.8, ci_high: float = 0.85, majority: float = 0.5) -> dict:
@@ -184,5 +235,5 @@ def test_accuracy_by_phenomenon_and_gold_label():
     assert [r["q_value"] for r in rows] == pytest.approx(list(false_discovery_control([r["p_value"] for r in rows])))
     assert comparison.metrics()["by_phenomenon"]["B"] == {"rows": 10, "base_accuracy": 0.6, "adapter_accuracy": 0.6,
                                                           "accuracy_delta": 0.0, "q_value": 1.0}
-    markdown = render_set_section(comparison)
+    markdown = render(cfg, "snli", base, adapter)
     assert "### Accuracy by phenomenon" in markdown and "| A / neutral " in markdown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -29,8 +30,10 @@ def test_two_way_collapse_on_a_hand_checked_example():
     rows = [{"id": str(i), "premise": "p", "hypothesis": "h", "label": gold}
             for i, gold in enumerate(["entailment", "not_entailment", "not_entailment", "entailment"])]
     logprobs = [[-0.1, -3.0, -4.0], [-3.0, -2.0, -0.2], [-2.0, -0.3, -2.5], [-1.5, -0.5, -2.0]]
-    predicted = _prediction_rows(cfg, "rte", rows, logprobs, None)
+    predicted = _prediction_rows(cfg, "rte", rows, logprobs, None, np.ones(3) / 3)
     assert [r["model_prediction"] for r in predicted] == ["entailment", "contradiction", "neutral", "neutral"]
+    # a flat content-free prior leaves contextual calibration equal to the raw argmax, collapsed the same way
+    assert [r["predictions_by_rule"]["contextual"] for r in predicted] == [r["prediction"] for r in predicted]
     assert [r["prediction"] for r in predicted] == ["entailment", "not_entailment", "not_entailment", "not_entailment"]
     assert [r["correct"] for r in predicted] == [True, True, True, False]
     metrics = classification_metrics([r["gold"] for r in predicted], [r["prediction"] for r in predicted],

@@ -45,9 +45,45 @@ def test_evaluate_writes_predictions_metrics_and_plot_data(project, method):
         for row in rows:
             assert row["prediction"] == max(row["logprobs"], key=row["logprobs"].get)
             assert sum(row["probs"].values()) == pytest.approx(1, abs=1e-4)
-        assert saved["unparseable"] == 0
+            top, second = sorted(row["logprobs"].values())[:-3:-1]
+            assert row["margin"] == pytest.approx(top - second, abs=2e-5)
+            assert row["predictions_by_rule"]["raw"] == row["prediction"]
+            assert set(row["predictions_by_rule"]) == {"raw", "contextual", "batch", "length_normalised"}
+        assert saved["unparseable"] == 0 and saved["decision_rule"] == "none"
+        calibration = saved["calibration"]
+        assert sum(calibration["content_free_probs"].values()) == pytest.approx(1, abs=1e-4)
+        assert calibration["accuracy_by_rule"]["raw"]["accuracy"] == saved["accuracy"]
+        assert 0 <= calibration["ece"] <= 1 and 0 <= calibration["brier"] <= 2
     else:
         assert saved["unparseable"] == sum(r["prediction"] is None for r in rows)
         assert all("generation" in r for r in rows)
     plot = json.loads((project / "reports/plots/snli/confusion_base.json").read_text())
     assert len(plot) == 24 and set(plot[0]) == {"actual", "predicted"}
+
+
+def score(project, **eval_params) -> list[dict]:
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(eval=eval_params)))
+    cfg = load_config("params.yaml")
+    evaluate(cfg, "snli", project / "models/base", None, project / "data/prepared/eval/snli.jsonl",
+             project / "reports/predictions/snli/base.jsonl", project / "metrics/eval/snli/base.json",
+             project / "reports/plots/snli/confusion_base.json")
+    return [json.loads(l) for l in (project / "reports/predictions/snli/base.jsonl").read_text().splitlines()]
+
+
+def test_predictions_do_not_depend_on_the_batch_size(project):
+    """Default settings (fp32 compute): batch sizes 1, 3 and 8 give the same prediction on every row, and margins
+    within 1e-4 nats (only the summation order differs)."""
+    prepare_all(project)
+    runs = {size: score(project, batch_size=size) for size in (1, 3, 8)}
+    for size in (3, 8):
+        assert [r["prediction"] for r in runs[size]] == [r["prediction"] for r in runs[1]]
+        assert [r["margin"] for r in runs[size]] == pytest.approx([r["margin"] for r in runs[1]], abs=1e-4)
+
+
+def test_a_calibrated_decision_rule_is_applied_and_recorded(project):
+    prepare_all(project)
+    rows = score(project, calibration="batch")
+    assert all(r["prediction"] == r["predictions_by_rule"]["batch"] for r in rows)
+    saved = json.loads((project / "metrics/eval/snli/base.json").read_text())
+    assert saved["decision_rule"] == "batch"
+    assert saved["accuracy"] == saved["calibration"]["accuracy_by_rule"]["batch"]["accuracy"]

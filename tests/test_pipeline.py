@@ -127,8 +127,9 @@ def test_a_new_eval_set_changes_only_its_own_stages(repo_copy):
         changed = set(json.loads(run(["dvc", "status", "--json"], repo_copy).stdout))
     finally:
         run(["git", "checkout", "--", "params.yaml"], repo_copy)
-    # The new set's four stages, and the cross-set report, whose table lists every set.
-    assert changed == {"prepare_eval@dev", "evaluate_base@dev", "evaluate_adapter@dev", "compare@dev", "report"}
+    # The new set's five stages, and the cross-set report, whose table lists every set.
+    assert changed == {"prepare_eval@dev", "slices@dev", "evaluate_base@dev", "evaluate_adapter@dev", "compare@dev",
+                       "report"}
 
 
 def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
@@ -183,16 +184,19 @@ TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "
 
 
 def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
-    """`dvc repro -f` of the stages after the base model gives the same predictions, adapter and metrics."""
+    """`dvc repro -f` of the stages after the base model gives the same predictions, adapter, hypothesis-only
+    pickle, slices and metrics."""
     files = ["reports/predictions/snli/base.jsonl", "reports/predictions/snli/adapter.jsonl",
              "reports/predictions/challenge/adapter.jsonl", "models/adapter/adapter_model.safetensors",
              "models/adapter/adapter_config.json", "models/adapter/README.md", "metrics/eval/snli/compare.json",
-             "reports/plots/snli/transitions.json"]  # the Markdown reports quote timings, so they differ
+             "reports/plots/snli/transitions.json", "reports/plots/snli/slices.json",
+             "reports/plots/snli/reliability.json", "models/hypothesis_only.pkl",
+             "reports/predictions/snli/slices.jsonl"]  # the Markdown reports quote timings, so they differ
     before = {f: (repo_copy / f).read_bytes() for f in files}
     metrics = ["metrics/eval/snli/base.json", "metrics/eval/snli/adapter.json", "metrics/finetune.json"]
     strip = lambda f: {k: v for k, v in json.loads((repo_copy / f).read_text()).items() if k not in TIMING_FIELDS}
     before_metrics = {f: strip(f) for f in metrics}
-    run(["dvc", "repro", "-f", "--downstream", "evaluate_base", "finetune"], repo_copy)
+    run(["dvc", "repro", "-f", "--downstream", "evaluate_base", "finetune", "hypothesis_baseline"], repo_copy)
     for f in files:
         assert (repo_copy / f).read_bytes() == before[f], f
     for f in metrics:

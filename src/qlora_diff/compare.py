@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest, bootstrap, false_discovery_control
 
+from qlora_diff.calibration import confidence_and_correct, reliability_rows
 from qlora_diff.config import Config
 from qlora_diff.errors import InputError
 from qlora_diff.metrics import UNPARSEABLE, accuracy_interval, classification_metrics
@@ -80,9 +81,24 @@ def predicted_label(row: dict) -> str:
     return row["prediction"] or UNPARSEABLE
 
 
-def pick_examples(pairs: list[Pair], name: str, count: int, seed: int) -> list[Pair]:
-    """A seeded, id-sorted sample of ``count`` pairs from one category: the same rows on every run."""
+def gold_probability(row: dict, collapse: dict[str, str]) -> float | None:
+    """The model's probability of the gold label in the set's label space (summed over the model labels that
+    collapse to it); None for generated answers, which have no probabilities."""
+    if not row.get("probs"):
+        return None
+    return sum(p for label, p in row["probs"].items() if collapse[label] == row["gold"])
+
+
+def pick_examples(pairs: list[Pair], name: str, count: int, seed: int, collapse: dict[str, str]) -> list[Pair]:
+    """The ``count`` rows of one category that teach most: the largest rise of the gold label's probability for
+    corrected rows, the largest fall for regressed ones, the largest change either way for rows still wrong (ties
+    by id). Without probabilities (eval.method generate), a seeded sample, sorted by id."""
     members = [p for p in pairs if category(p[0]["correct"], p[1]["correct"]) == name]
+    if members and all(gold_probability(row, collapse) is not None for pair in members for row in pair):
+        change = {id(p): gold_probability(p[1], collapse) - gold_probability(p[0], collapse) for p in members}
+        rank = {"corrected": lambda p: -change[id(p)], "regressed": lambda p: change[id(p)],
+                "still_wrong": lambda p: -abs(change[id(p)])}[name]
+        return sorted(members, key=lambda p: (round(rank(p), 6), p[0]["id"]))[:count]
     chosen = random.Random(f"{seed}-{name}").sample(members, min(count, len(members)))
     return sorted(chosen, key=lambda p: p[0]["id"])
 
@@ -95,6 +111,7 @@ class Comparison:
     stats: dict
     examples: dict[str, list[Pair]]
     labels: list[str]
+    collapse: dict[str, str]   # model label -> set label
     base_metrics: dict
     adapter_metrics: dict
     by_phenomenon: list[dict]
@@ -107,6 +124,45 @@ class Comparison:
             scalars["by_phenomenon"] = {row["group"]: {k: row[k] for k in (
                 "rows", "base_accuracy", "adapter_accuracy", "accuracy_delta", "q_value")} for row in self.by_phenomenon}
         return {"eval_set": self.set_name, **scalars}
+
+
+def near_tie_counts(pairs: list[Pair], threshold: float) -> dict:
+    """Corrected and regressed rows where either model's margin is below ``threshold`` (the measured noise floor):
+    rounding alone could flip them. The McNemar test is repeated without them."""
+    if not all("margin" in row for pair in pairs for row in pair):
+        return {}
+    counts = Counter((category(b["correct"], a["correct"]), min(b["margin"], a["margin"]) < threshold)
+                     for b, a in pairs)
+    clear = {name: counts.get((name, False), 0) for name in ("corrected", "regressed")}
+    return {"near_tie_margin": threshold, "corrected_near_tie": counts.get(("corrected", True), 0),
+            "regressed_near_tie": counts.get(("regressed", True), 0), "corrected_beyond_noise": clear["corrected"],
+            "regressed_beyond_noise": clear["regressed"],
+            "mcnemar_p_value_beyond_noise": mcnemar_exact_p(clear["corrected"], clear["regressed"])}
+
+
+def prior_split(cfg: Config, pairs: list[Pair]) -> dict:
+    """How much of the gain a label-free recalibration of the base model already gives, per calibration: the base
+    model raw -> calibrated, and the adapter (raw) beyond the calibrated base, with paired-bootstrap CIs."""
+    if not all("predictions_by_rule" in row for pair in pairs for row in pair):
+        return {}
+    right = lambda which, rule: np.array([pair[which]["predictions_by_rule"][rule] == pair[which]["gold"]
+                                          for pair in pairs], dtype=float)
+    base_raw, adapter_raw = right(0, "raw"), right(1, "raw")
+    report = cfg.report
+    ci = lambda before, after: paired_bootstrap_ci(before, after, report.bootstrap_samples, report.seed,
+                                                   report.confidence)
+    split = {}
+    for rule in ("contextual", "batch"):
+        base_rule = right(0, rule)
+        split[rule] = {"base_raw_accuracy": round(float(base_raw.mean()), 4),
+                       "base_calibrated_accuracy": round(float(base_rule.mean()), 4),
+                       "prior_gain": round(float(base_rule.mean() - base_raw.mean()), 4),
+                       "prior_gain_ci": ci(base_raw, base_rule),
+                       "adapter_accuracy": round(float(adapter_raw.mean()), 4),
+                       "adapter_beyond_prior": round(float(adapter_raw.mean() - base_rule.mean()), 4),
+                       "adapter_beyond_prior_ci": ci(base_rule, adapter_raw),
+                       "adapter_calibrated_accuracy": round(float(right(1, rule).mean()), 4)}
+    return split
 
 
 def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> dict:
@@ -142,6 +198,8 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> di
             "adapter": {l: adapter_pred.count(l) for l in shown},
         },
         "transitions": {f"{b}->{a}": transitions.get((b, a), 0) for b in shown for a in shown},
+        **near_tie_counts(pairs, cfg.report.near_tie_margin),
+        "prior_split": prior_split(cfg, pairs),
     }
 
 
@@ -175,19 +233,33 @@ def accuracy_by_group(pairs: list[Pair], keys: tuple[str, ...], confidence: floa
 
 
 def compare(cfg: Config, set_name: str, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict) -> Comparison:
-    """The statistics plus ``report.examples_per_category`` examples of each category that has errors."""
+    """The statistics plus ``report.examples_per_category`` teaching examples of each category with errors."""
     count, seed = cfg.report.examples_per_category, cfg.report.seed
     labels = cfg.eval_sets[set_name].labels(cfg.data.labels)
+    collapse = cfg.eval_sets[set_name].collapse(cfg.data.labels)
     has_phenomena = bool(pairs) and all("phenomenon" in base for base, _ in pairs)
     return Comparison(
         set_name=set_name,
         stats=compare_predictions(cfg, pairs, labels),
-        examples={name: pick_examples(pairs, name, count, seed) for name in ("corrected", "regressed", "still_wrong")},
-        labels=labels, base_metrics=base_metrics, adapter_metrics=adapter_metrics,
+        examples={name: pick_examples(pairs, name, count, seed, collapse)
+                  for name in ("corrected", "regressed", "still_wrong")},
+        labels=labels, collapse=collapse, base_metrics=base_metrics, adapter_metrics=adapter_metrics,
         by_phenomenon=accuracy_by_group(pairs, ("phenomenon",), cfg.report.confidence) if has_phenomena else [],
         by_phenomenon_and_gold=accuracy_by_group(pairs, ("phenomenon", "gold"), cfg.report.confidence)
         if has_phenomena else [],
     )
+
+
+def reliability_plot_rows(comparison: Comparison, pairs: list[Pair], bins: int) -> list[dict]:
+    """`dvc plots` data for the reliability diagram: per model and confidence bin, mean confidence vs accuracy."""
+    if not all(row.get("probs") for pair in pairs for row in pair):
+        return []
+    out = []
+    for index, model in enumerate(("base", "adapter")):
+        confidence, correct, _ = confidence_and_correct([pair[index] for pair in pairs], comparison.labels,
+                                                        comparison.collapse)
+        out += [{"model": model, **point} for point in reliability_rows(confidence, correct, bins)]
+    return out
 
 
 def transition_rows(pairs: list[Pair]) -> list[dict]:

@@ -162,9 +162,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """How rows are scored. ``calibration`` is the decision rule: ``none`` = raw argmax; ``contextual`` / ``batch``
+    remove the label prior first (see calibration.py). Every rule's prediction is recorded either way."""
+
     method: Literal["loglik", "generate"] = "loglik"
     batch_size: int = field(default=16, metadata=_range(1))
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
+    calibration: Literal["none", "contextual", "batch"] = "none"
+    content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,46 @@ class ReportConfig:
     examples_per_category: int = field(default=5, metadata=_range(0))
     seed: int = 0
     confidence: float = field(default=0.95, metadata=_range(0.5, 0.999))
+    calibration_bins: int = field(default=10, metadata=_range(2, 100))    # equal-width bins for ECE and the diagram
+    near_tie_margin: float = field(default=0.0001, metadata=_range(0))  # nats; batch_invariance.py measures it
+
+
+@dataclass(frozen=True)
+class HypothesisBaselineConfig:
+    """A hypothesis-only classifier (Gururangan et al. 2018): eval rows it gets right are *artifact-easy*, the
+    rest *hard*. ``train_rows``: ``finetune`` = the fine-tune's rows; ``all`` = every usable row of the train
+    source (minus ``data.holdout_file`` pairs), as in the paper."""
+
+    train_rows: Literal["finetune", "all"] = "finetune"
+    ngram_max: int = field(default=2, metadata=_range(1, 5))
+    min_df: int = field(default=1, metadata=_range(1))
+    C: float = field(default=1.0, metadata=_range(0, exclusive_min=True))
+    max_iter: int = field(default=1000, metadata=_range(10))
+
+
+def _default_word_lists() -> dict[str, list[str]]:
+    return {"negation": ["no", "not", "n't", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
+                         "without"],
+            "quantifier": ["all", "every", "each", "some", "any", "many", "most", "few", "several", "both", "none",
+                           "no"]}
+
+
+@dataclass(frozen=True)
+class SlicesConfig:
+    """Per-row slice features and how the explanations test them.
+
+    Each ``word_lists`` entry NAME gives two yes/no slices, NAME_in_hypothesis and NAME_in_premise. Bins are
+    lower edges: ``[6, 10]`` gives <6, 6 to <10, >=10. Overlap is the share of the hypothesis's content words
+    (words not in ``overlap_stopwords``; ``english`` = scikit-learn's list) found in the premise.
+    """
+
+    word_lists: dict[str, list[str]] = field(default_factory=_default_word_lists)
+    overlap_stopwords: Union[Literal["english"], list[str]] = "english"
+    overlap_bins: list[float] = field(default_factory=lambda: [0.5])
+    hypothesis_length_bins: list[int] = field(default_factory=lambda: [6, 10])
+    premise_length_bins: list[int] = field(default_factory=lambda: [10, 20])
+    min_rows: int = field(default=10, metadata=_range(1))         # smaller slices are shown, never tested
+    q_threshold: float = field(default=0.05, metadata=_range(0, 1, exclusive_min=True))  # BH q to state a finding
 
 
 @dataclass(frozen=True)
@@ -192,6 +237,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     eval_sets: dict[str, EvalSetConfig] = field(default_factory=_default_eval_sets)
     report: ReportConfig = field(default_factory=ReportConfig)
+    hypothesis_baseline: HypothesisBaselineConfig = field(default_factory=HypothesisBaselineConfig)
+    slices: SlicesConfig = field(default_factory=SlicesConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,10 +359,34 @@ def _check_cross_fields(cfg: Config) -> None:
         )
     if not cfg.lora.target_modules:
         raise ConfigError("params: 'lora.target_modules' is empty; allowed: a list of module names such as q_proj.")
+    if cfg.eval.method == "generate" and cfg.eval.calibration != "none":
+        raise ConfigError(f"params: 'eval.calibration' is {cfg.eval.calibration!r} but 'eval.method' is 'generate', "
+                          "which gives no label probabilities; allowed: 'none', or eval.method 'loglik'.")
+    if not cfg.eval.content_free_inputs:
+        raise ConfigError("params: 'eval.content_free_inputs' is empty; allowed: a list of texts such as 'N/A'.")
     if cfg.train.max_steps == 0:
         raise ConfigError("params: 'train.max_steps' is 0; allowed: -1 (use train.epochs) or a positive integer.")
     for name, eval_set in cfg.eval_sets.items():
         _check_eval_set(name, eval_set, cfg.data.labels)
+    _check_slices(cfg.slices)
+
+
+def _check_slices(slices: SlicesConfig) -> None:
+    for name, words in slices.word_lists.items():
+        if not re.fullmatch(r"[a-z0-9_]+", name) or not words:
+            raise ConfigError(f"params: 'slices.word_lists.{name}' is {words!r}; allowed: a name of lowercase letters, "
+                              "digits and '_' with a non-empty list of words.")
+        bad = [word for word in words if word != word.strip().lower() or not word]
+        if bad:
+            raise ConfigError(f"params: 'slices.word_lists.{name}' has {bad}; allowed: lowercase words without spaces "
+                              "at the ends (matching is case-insensitive).")
+    for key in ("overlap_bins", "hypothesis_length_bins", "premise_length_bins"):
+        edges = getattr(slices, key)
+        if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0:
+            raise ConfigError(f"params: 'slices.{key}' is {edges!r}; allowed: a non-empty, strictly increasing list "
+                              "of positive lower bin edges.")
+    if slices.overlap_bins[-1] > 1:
+        raise ConfigError(f"params: 'slices.overlap_bins' is {slices.overlap_bins!r}; allowed: shares in (0, 1].")
 
 
 def _check_eval_set(name: str, eval_set: EvalSetConfig, model_labels: list[str]) -> None:

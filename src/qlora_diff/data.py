@@ -178,6 +178,17 @@ def remove_overlap(train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[
     return kept, len(train_rows) - len(kept)
 
 
+def training_pool(cfg: Config) -> tuple[list[dict], ReadStats, int]:
+    """Every usable train row minus pairs of ``data.holdout_file``, the read stats, and how many were removed."""
+    pool, stats = read_rows(RowSource.training(cfg), "train", cfg.data.on_bad_row)
+    overlap = 0
+    if cfg.data.holdout_file:
+        holdout = RowSource(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
+                            label_hint="data.labels")
+        pool, overlap = remove_overlap(pool, read_rows(holdout, "holdout", "skip")[0])
+    return pool, stats, overlap
+
+
 def label_counts(rows: list[dict], labels: list[str]) -> dict[str, int]:
     counts = Counter(row["label"] for row in rows)
     return {label: counts.get(label, 0) for label in labels}

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
-from scipy.special import softmax
 
 from qlora_diff import atomic
+from qlora_diff.calibration import calibration_metrics, label_probs, margins, rule_scores
 from qlora_diff.config import Config
 from qlora_diff.metrics import UNPARSEABLE, classification_metrics
 from qlora_diff.modeling import count_parameters, load_causal_lm, load_tokenizer
-from qlora_diff.prompts import answer_token_ids
+from qlora_diff.prompts import answer_token_ids, format_prompt
 from qlora_diff.runtime import Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb, select_device
 from qlora_diff.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
@@ -30,21 +31,37 @@ def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tor
     return model.requires_grad_(False).eval()
 
 
+def content_free_probs(cfg: Config, model: torch.nn.Module, tokenizer, answers: list[list[int]]) -> np.ndarray:
+    """Label probabilities for content-free inputs (each of ``eval.content_free_inputs`` as both premise and
+    hypothesis), averaged: the model's label prior, for contextual calibration (Zhao et al. 2021)."""
+    prompts = [format_prompt(cfg, tokenizer, text, text) for text in cfg.eval.content_free_inputs]
+    scores = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, len(prompts))
+    return label_probs(np.array(scores)).mean(axis=0)
+
+
 def _prediction_rows(cfg: Config, set_name: str, rows: list[dict], logprobs: list[list[float]] | None,
-                     generations: list[str] | None) -> list[dict]:
-    """One record per row: the model's own answer (``model_prediction``) and, collapsed through the set's label
-    map, its ``prediction`` in the set's label space, which ``gold`` and ``correct`` refer to."""
+                     generations: list[str] | None, prior: np.ndarray | None) -> list[dict]:
+    """One record per row: the model's own answer (``model_prediction``, by the ``eval.calibration`` rule) and,
+    collapsed through the set's label map, its ``prediction`` in the set's label space, which ``gold`` and
+    ``correct`` refer to. Log-likelihood rows also carry their margin and every decision rule's prediction."""
     labels = cfg.data.labels
     collapse = cfg.eval_sets[set_name].collapse(labels)
+    if logprobs is not None:
+        answer_bytes = np.array([len(cfg.prompt.label_words[label].encode()) for label in labels])
+        by_rule = {rule: scores.argmax(axis=1) for rule, scores in rule_scores(np.array(logprobs), prior,
+                                                                               answer_bytes).items()}
+        row_margins = margins(np.array(logprobs))
+        probs = label_probs(np.array(logprobs))
     out = []
     for index, row in enumerate(rows):
         record = {key: row[key] for key in ("id", "premise", "hypothesis", "phenomenon") if key in row}
         record["gold"] = row["label"]
         if logprobs is not None:
-            scores = logprobs[index]
-            answer = labels[scores.index(max(scores))]
-            record["logprobs"] = {label: round(s, 5) for label, s in zip(labels, scores)}
-            record["probs"] = {label: round(float(p), 5) for label, p in zip(labels, softmax(scores))}
+            record["logprobs"] = {label: round(s, 5) for label, s in zip(labels, logprobs[index])}
+            record["probs"] = {label: round(float(p), 5) for label, p in zip(labels, probs[index])}
+            record["margin"] = round(float(row_margins[index]), 6)
+            record["predictions_by_rule"] = {rule: collapse[labels[chosen[index]]] for rule, chosen in by_rule.items()}
+            answer = labels[by_rule["raw" if cfg.eval.calibration == "none" else cfg.eval.calibration][index]]
         else:
             record["generation"] = generations[index]
             answer = parse_label(generations[index], cfg.prompt.label_words)
@@ -65,19 +82,24 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
     encoded = encode_prompts(tokenizer, [row["prompt"] for row in rows])
     log.info("scoring %d rows of %s with %s", len(rows), set_name, cfg.eval.method)
     clock = Stopwatch()
+    prior = None
     if cfg.eval.method == "loglik":
-        logprobs = label_logprobs(model, tokenizer, encoded, answer_token_ids(cfg, tokenizer), cfg.eval.batch_size)
-        predictions = _prediction_rows(cfg, set_name, rows, logprobs, None)
+        answers = answer_token_ids(cfg, tokenizer)
+        logprobs = label_logprobs(model, tokenizer, encoded, answers, cfg.eval.batch_size)
+        prior = content_free_probs(cfg, model, tokenizer, answers)
+        predictions = _prediction_rows(cfg, set_name, rows, logprobs, None, prior)
     else:
         generations = generate_answers(model, tokenizer, encoded, cfg.eval.batch_size, cfg.eval.max_new_tokens)
-        predictions = _prediction_rows(cfg, set_name, rows, None, generations)
+        predictions = _prediction_rows(cfg, set_name, rows, None, generations, None)
     seconds = clock.seconds
     counts = count_parameters(model)
+    set_labels = cfg.eval_sets[set_name].labels(cfg.data.labels)
     metrics = classification_metrics([r["gold"] for r in predictions], [r["prediction"] for r in predictions],
-                                     cfg.eval_sets[set_name].labels(cfg.data.labels), cfg.report.confidence)
+                                     set_labels, cfg.report.confidence)
     metrics.update({
         "eval_set": set_name,
         "method": cfg.eval.method,
+        "decision_rule": cfg.eval.calibration if cfg.eval.method == "loglik" else "generated answer",
         "unparseable": sum(r["prediction"] is None for r in predictions),
         "seconds": seconds,
         "examples_per_second": round(len(rows) / max(seconds, 1e-9), 3),
@@ -88,6 +110,11 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
         "parameters_trainable": counts.adapter,  # the adapter's parameters (trained in finetune); 0 for the base
         "device": str(next(model.parameters()).device),
     })
+    if prior is not None:
+        metrics["calibration"] = {
+            "content_free_probs": {label: round(float(p), 5) for label, p in zip(cfg.data.labels, prior)},
+            **calibration_metrics(predictions, set_labels, cfg.eval_sets[set_name].collapse(cfg.data.labels),
+                                  cfg.report)}
     atomic.write_jsonl(predictions_path, predictions)
     atomic.write_json(confusion_path, [{"actual": r["gold"], "predicted": r["prediction"] or UNPARSEABLE}
                                        for r in predictions])

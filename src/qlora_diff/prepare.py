@@ -7,7 +7,7 @@ from statistics import mean
 
 from qlora_diff import atomic
 from qlora_diff.config import Config
-from qlora_diff.data import ReadStats, RowSource, label_counts, read_rows, remove_overlap, stratified_sample
+from qlora_diff.data import ReadStats, label_counts, stratified_sample, training_pool
 
 
 def with_prompts(cfg: Config, rows: list[dict], model_dir: Path) -> list[int]:
@@ -40,12 +40,7 @@ def split_stats(rows: list[dict], stats: ReadStats, labels: list[str], lengths: 
 
 def prepare_train(cfg: Config, model_dir: Path, out_path: Path, metrics_path: Path) -> dict:
     """Write the fine-tuning rows (without pairs of ``data.holdout_file``) and their metrics; returns the metrics."""
-    pool, stats = read_rows(RowSource.training(cfg), "train", cfg.data.on_bad_row)
-    overlap = 0
-    if cfg.data.holdout_file:
-        holdout = RowSource(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
-                            label_hint="data.labels")
-        pool, overlap = remove_overlap(pool, read_rows(holdout, "holdout", "skip")[0])
+    pool, stats, overlap = training_pool(cfg)
     rows = stratified_sample(pool, cfg.data.train_size, cfg.data.seed, "data.train_size")
     lengths = with_prompts(cfg, rows, model_dir)
     metrics = {"labels": cfg.data.labels, "train_rows_removed_for_holdout_overlap": overlap,

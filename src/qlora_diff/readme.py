@@ -65,6 +65,51 @@ def results(root: Path) -> str:
     ])
 
 
+def _section(markdown: str, heading: str, until: str) -> str:
+    start = markdown.index(f"### {heading}\n") + len(f"### {heading}\n")
+    return markdown[start:markdown.index(f"### {until}\n")].strip()
+
+
+def explanations(root: Path) -> str:
+    """Per set, the "Explanations" section of its generated report: hypothesis-only baseline, hard-vs-easy gain
+    and the tested findings."""
+    parts = []
+    for name in _set_names(root):
+        report = (root / f"reports/eval/{name}.md").read_text(encoding="utf-8")
+        parts += [f"**`{name}`**", "", _section(report, "Explanations", "Accuracy by slice"), ""]
+    return "\n".join(parts)
+
+
+def calibration(root: Path) -> str:
+    """Per set and model: ECE, Brier, the confidence gap and accuracy under every decision rule; then the gain
+    split and the near-tie counts."""
+    rows, lines = [], []
+    for name in _set_names(root):
+        diff = _load(root, f"metrics/eval/{name}/compare.json")
+        for who in ("base", "adapter"):
+            cal = _load(root, f"metrics/eval/{name}/{who}.json")["calibration"]
+            gap_low, gap_high = cal["confidence_minus_accuracy_ci"]
+            rows.append([f"`{name}`", who, cal["ece"], cal["brier"],
+                         f"{100 * cal['confidence_minus_accuracy']:+.1f} [{100 * gap_low:+.1f}, {100 * gap_high:+.1f}]",
+                         *(_pct(cal["accuracy_by_rule"][rule]["accuracy"])
+                           for rule in ("raw", "contextual", "batch", "length_normalised"))])
+        for rule, split in diff["prior_split"].items():
+            low, high = split["prior_gain_ci"]
+            beyond_low, beyond_high = split["adapter_beyond_prior_ci"]
+            lines.append(f"- `{name}`, {rule} calibration: the base model goes from {_pct(split['base_raw_accuracy'])} "
+                         f"to {_pct(split['base_calibrated_accuracy'])} by recalibrating its label prior alone "
+                         f"({100 * split['prior_gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]); the adapter "
+                         f"adds {100 * split['adapter_beyond_prior']:+.1f} [{100 * beyond_low:+.1f}, "
+                         f"{100 * beyond_high:+.1f}] beyond that.")
+        lines.append(f"- `{name}`, near-ties (margin < {diff['near_tie_margin']:g} nats in either model): "
+                     f"{diff['corrected_near_tie']} of {diff['corrected']} corrected and {diff['regressed_near_tie']} "
+                     f"of {diff['regressed']} regressed rows; without them McNemar p = "
+                     f"{diff['mcnemar_p_value_beyond_noise']:.2g}.")
+    table = tabulate(rows, headers=["set", "model", "ECE", "Brier", "confidence - accuracy, points [CI]",
+                                    "raw argmax", "contextual", "batch", "acc_norm"], tablefmt="github")
+    return "\n".join([table, "", *lines])
+
+
 def benchmark(name: str) -> Callable[[Path], str]:
     def render(root: Path) -> str:
         data = _load(root, f"benchmarks/results/{name}.json")
@@ -78,7 +123,10 @@ def benchmark(name: str) -> Callable[[Path], str]:
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "results": results,
-    **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone")},
+    "explanations": explanations,
+    "calibration": calibration,
+    **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone",
+                                          "batch_invariance")},
 }
 
 

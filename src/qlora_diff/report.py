@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from qlora_diff.compare import Comparison, Pair
+from qlora_diff.compare import Comparison, Pair, gold_probability
+from qlora_diff.explain import Explanation
+from qlora_diff.slices import tags
 
-SECTIONS = ("Summary", "Metrics side by side", "Significance", "Corrected by the adapter", "Regressed by the adapter",
-            "Still wrong", "Label bias", "Per-class recall and F1", "Prediction transitions")
+SECTIONS = ("Summary", "Metrics side by side", "Significance", "Calibration and the label prior", "Explanations",
+            "Accuracy by slice",
+            "Corrected by the adapter", "Regressed by the adapter", "Still wrong", "Label bias",
+            "Per-class recall and F1", "Prediction transitions")
 SUMMARY_SECTIONS = ("Across evaluation sets", "Fine-tuning")
 
 
@@ -53,13 +57,112 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
     ]
 
 
-def _examples_table(chosen: list[Pair]) -> str:
+def _examples_table(chosen: list[Pair], collapse: dict[str, str], features: dict[str, dict[str, str]]) -> str:
     if not chosen:
         return "_None._"
-    prob = lambda r: f" ({r['probs'][r['prediction']]:.2f})" if r.get("probs") and r["prediction"] else ""
-    rows = [[base["id"], base["premise"], base["hypothesis"], base["gold"], f"{base['prediction']}{prob(base)}",
-             f"{adapter['prediction']}{prob(adapter)}"] for base, adapter in chosen]
-    return _table(rows, ["id", "premise", "hypothesis", "gold", "base (p)", "adapter (p)"])
+
+    def gold_change(base: dict, adapter: dict) -> str:
+        before, after = gold_probability(base, collapse), gold_probability(adapter, collapse)
+        return "n/a" if before is None or after is None else f"{before:.2f} -> {after:.2f}"
+
+    rows = [[base["id"], base["premise"], base["hypothesis"], base["gold"], base["prediction"], adapter["prediction"],
+             gold_change(base, adapter), tags(features[base["id"]])] for base, adapter in chosen]
+    return _table(rows, ["id", "premise", "hypothesis", "gold", "base", "adapter", "p(gold) base -> adapter",
+                         "slices"])
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _near_tie_lines(stats: dict) -> list[str]:
+    if "near_tie_margin" not in stats:
+        return []
+    return [f"- Near-ties: {stats['corrected_near_tie']} corrected and {stats['regressed_near_tie']} regressed rows have a "
+            f"margin (top label's log-probability minus the runner-up's) below {stats['near_tie_margin']:g} nats in "
+            f"either model, the measured noise floor (`report.near_tie_margin`); rounding alone could flip them. "
+            f"Without them: {stats['corrected_beyond_noise']} corrected vs {stats['regressed_beyond_noise']} regressed, "
+            f"McNemar p = {stats['mcnemar_p_value_beyond_noise']:.4g}."]
+
+
+def _confidence_sentence(name: str, calibration: dict) -> str:
+    gap, (low, high) = calibration["confidence_minus_accuracy"], calibration["confidence_minus_accuracy_ci"]
+    if low > 0:
+        verdict = "over-confident"
+    elif high < 0:
+        verdict = "under-confident"
+    else:
+        verdict = "neither over- nor under-confident beyond noise"
+    return (f"The {name} is {verdict}: mean confidence in its prediction {_pct(calibration['mean_confidence'])} vs "
+            f"its accuracy, a gap of {100 * gap:+.1f} points {_interval(low, high)}.")
+
+
+def _calibration_parts(comparison: Comparison) -> list[str]:
+    """ECE/Brier and over- or under-confidence per model, accuracy under every decision rule, and the gain split."""
+    base, adapter = comparison.base_metrics.get("calibration"), comparison.adapter_metrics.get("calibration")
+    if not base or not adapter:
+        return []
+    split = comparison.stats.get("prior_split", {})
+    rule_names = {"raw": "raw argmax", "contextual": "contextual calibration (content-free input)",
+                  "batch": "batch calibration (mean over eval rows)", "length_normalised": "acc_norm (per answer byte)"}
+    by_rule = lambda m, rule: (f"{_pct(m['accuracy_by_rule'][rule]['accuracy'])} [{_pct(m['accuracy_by_rule'][rule]['ci_low'])}, "
+                               f"{_pct(m['accuracy_by_rule'][rule]['ci_high'])}]")
+    parts = ["### Calibration and the label prior", "",
+             f"ECE uses {base['ece_bins']} equal-width confidence bins; Brier is the multi-class score (0 is perfect). "
+             f"Decision rule in force: `{comparison.base_metrics.get('decision_rule', 'none')}` (`eval.calibration`).",
+             "",
+             _table([[name, m["ece"], m["brier"], _pct(m["mean_confidence"]),
+                      f"{100 * m['confidence_minus_accuracy']:+.1f} {_interval(*m['confidence_minus_accuracy_ci'])}"]
+                     for name, m in (("base", base), ("adapter", adapter))],
+                    ["model", "ECE", "Brier", "mean confidence", "confidence - accuracy, points [CI]"]), "",
+             _confidence_sentence("base model", base) + " " + _confidence_sentence("adapter", adapter), "",
+             _table([[rule_names[rule], by_rule(base, rule), by_rule(adapter, rule)] for rule in rule_names],
+                    ["decision rule", "base accuracy [CI]", "adapter accuracy [CI]"]), ""]
+    for rule, numbers in split.items():
+        parts.append(f"- {rule_names[rule].capitalize()}: the base model goes from {_pct(numbers['base_raw_accuracy'])} "
+                     f"to {_pct(numbers['base_calibrated_accuracy'])} by recalibrating its label prior alone "
+                     f"({100 * numbers['prior_gain']:+.1f} points {_interval(*numbers['prior_gain_ci'])}); the adapter "
+                     f"({_pct(numbers['adapter_accuracy'])}) adds {100 * numbers['adapter_beyond_prior']:+.1f} points "
+                     f"{_interval(*numbers['adapter_beyond_prior_ci'])} beyond that.")
+    return parts + ([""] if split else [])
+
+
+def _explanation_parts(explanation: Explanation, confidence: float) -> list[str]:
+    """The hypothesis-only baseline, the hard-vs-easy gain split, the tested findings and the slice table."""
+    only, split = explanation.hypothesis_only, explanation.gain_split
+    level = int(100 * confidence)
+    parts = ["### Explanations", "",
+             f"A hypothesis-only classifier (TF-IDF + logistic regression that never sees the premise; "
+             f"Gururangan et al. 2018) scores {_pct(only['accuracy'])} [{_pct(only['accuracy_ci_low'])}, "
+             f"{_pct(only['accuracy_ci_high'])}] here (chance {_pct(only['chance_accuracy'])}, majority class "
+             f"{_pct(only['majority_class_accuracy'])}). The rows it gets right are *artifact-easy*, the rest *hard*.",
+             ""]
+    if split:
+        parts += [f"Gain on hard rows: {100 * split['hard']['gain']:+.1f} points {_interval(*split['hard']['ci'])} "
+                  f"({split['hard']['rows']} rows); on artifact-easy rows: {100 * split['easy']['gain']:+.1f} "
+                  f"{_interval(*split['easy']['ci'])} ({split['easy']['rows']} rows); hard minus easy: "
+                  f"{100 * split['difference']:+.1f} {_interval(*split['difference_ci'])} ({level}% bootstrap CIs"
+                  f"{'' if split['difference_ci'][0] > 0 or split['difference_ci'][1] < 0 else '; the difference could be noise'}).",
+                  ""]
+    tested = len(explanation.tests)
+    if explanation.findings:
+        parts += [f"Slices over-represented among corrected, regressed and still-wrong rows (one-sided Fisher exact "
+                  f"test per category and slice, Benjamini-Hochberg q <= {explanation.q_threshold:g} across all "
+                  f"{tested} tests):", ""] + [f"- {sentence}" for sentence in explanation.findings] + [""]
+    else:
+        parts += [f"Nothing stands out: no slice is over-represented among corrected, regressed or still-wrong rows "
+                  f"at Benjamini-Hochberg q <= {explanation.q_threshold:g} ({tested} Fisher exact tests).", ""]
+    ci = lambda interval: f"[{_pct(interval[0])}, {_pct(interval[1])}]"
+    parts += ["### Accuracy by slice", "",
+              f"Wilson CIs per model; the difference with a {level}% paired-bootstrap CI; McNemar p per slice and "
+              "Benjamini-Hochberg q across all slices.", "",
+              _table([[f"{r['feature']} = {r['value']}", r["rows"], f"{_pct(r['base_accuracy'])} {ci(r['base_ci'])}",
+                       f"{_pct(r['adapter_accuracy'])} {ci(r['adapter_ci'])}",
+                       f"{100 * r['accuracy_delta']:+.1f} {_interval(*r['delta_ci'])}", r["corrected"], r["regressed"],
+                       f"{r['p_value']:.3g}", f"{r['q_value']:.3g}"] for r in explanation.slices],
+                     ["slice", "rows", "base [CI]", "adapter [CI]", "difference, points [CI]", "corrected",
+                      "regressed", "McNemar p", "BH q"]), ""]
+    return parts
 
 
 def _group_table(rows: list[dict], name: str) -> str:
@@ -71,7 +174,7 @@ def _group_table(rows: list[dict], name: str) -> str:
                    "McNemar p", "BH q"])
 
 
-def render_set_section(comparison: Comparison) -> str:
+def render_set_section(comparison: Comparison, explanation: Explanation) -> str:
     """One evaluation set's full diff, headed ``## Evaluation set `name` ``."""
     stats = comparison.stats
     bias, per_class, labels = stats["label_bias"], stats["per_class"], comparison.labels
@@ -88,8 +191,11 @@ def render_set_section(comparison: Comparison) -> str:
         f"{int(100 * stats['ci_confidence'])}% paired bootstrap CI [{100 * stats['accuracy_delta_ci_low']:+.2f}, "
         f"{100 * stats['accuracy_delta_ci_high']:+.2f}] from {stats['bootstrap_samples']} resamples.",
         f"- Exact McNemar test on the {stats['corrected'] + stats['regressed']} discordant rows "
-        f"({stats['corrected']} corrected vs {stats['regressed']} regressed): p = {stats['mcnemar_p_value']:.4g}.", "",
+        f"({stats['corrected']} corrected vs {stats['regressed']} regressed): p = {stats['mcnemar_p_value']:.4g}.",
+        *_near_tie_lines(stats), "",
     ]
+    parts += _calibration_parts(comparison)
+    parts += _explanation_parts(explanation, stats["ci_confidence"])
     if comparison.by_phenomenon:
         parts += ["### Accuracy by phenomenon", "",
                   "Wilson CIs per model; McNemar p per phenomenon, and Benjamini-Hochberg q across the phenomena "
@@ -98,10 +204,14 @@ def render_set_section(comparison: Comparison) -> str:
                   "The same split by gold label: a phenomenon's two halves (e.g. entailed and not entailed) can move "
                   "in opposite directions, which is how a heuristic shows.", "",
                   _group_table(comparison.by_phenomenon_and_gold, "phenomenon / gold"), ""]
+    examples = lambda name: _examples_table(comparison.examples[name], comparison.collapse,
+                                                   explanation.features)
     parts += [
-        "### Corrected by the adapter", "", _examples_table(comparison.examples["corrected"]), "",
-        "### Regressed by the adapter", "", _examples_table(comparison.examples["regressed"]), "",
-        "### Still wrong", "", _examples_table(comparison.examples["still_wrong"]), "",
+        "Examples: the rows whose gold-label probability rose most (corrected), fell most (regressed) or moved most "
+        "(still wrong), with their slices.", "",
+        "### Corrected by the adapter", "", examples("corrected"), "",
+        "### Regressed by the adapter", "", examples("regressed"), "",
+        "### Still wrong", "", examples("still_wrong"), "",
         "### Label bias", "",
         "How often each label is predicted, against how often it is the gold label. A model that leans on one "
         "label shows it here before it shows in accuracy.", "",
@@ -161,14 +271,15 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
     ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics.
     """
     ci = lambda m: f"{_pct(m['accuracy'])} [{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]"
-    rows = [[f"`{name}`", m["compare"]["examples"], _pct(m["base"]["majority_class_accuracy"]), ci(m["base"]),
+    rows = [[f"`{name}`", m["compare"]["examples"], _pct(m["base"]["majority_class_accuracy"]),
+             _pct(m["compare"].get("hypothesis_only_accuracy")), ci(m["base"]),
              ci(m["adapter"]), f"{100 * m['compare']['accuracy_delta']:+.1f} [{100 * m['compare']['accuracy_delta_ci_low']:+.1f}, "
              f"{100 * m['compare']['accuracy_delta_ci_high']:+.1f}]", f"{m['compare']['mcnemar_p_value']:.3g}"]
             for name, m in sets.items()]
     parts = [
         "# What fine-tuning changed", "",
         "## Across evaluation sets", "", headline(sets), "",
-        _table(rows, ["set", "rows", "majority class", "base accuracy [CI]", "adapter accuracy [CI]",
+        _table(rows, ["set", "rows", "majority class", "hypothesis-only", "base accuracy [CI]", "adapter accuracy [CI]",
                       "difference, points [paired CI]", "McNemar p"]), "",
         "## Fine-tuning", "",
         f"{finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} rows, "

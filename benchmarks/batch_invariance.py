@@ -1,0 +1,63 @@
+"""Does a row's prediction depend on what else is in its batch? Every eval row scored at eval.batch_size 1, 7, 16
+and 64, for the base model and the adapter, in fp32 compute (today's default) and bf16 (the default before): flips
+against batch size 16, the largest log-probability gap (the noise floor that `report.near_tie_margin` must clear),
+and throughput, all in one run so the ratios compare like with like.
+
+Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200]   (after `dvc repro`)
+bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample.
+Measure on a quiet machine: nothing else running.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import ADAPTER_DIR, rows, score, write_results
+
+BATCH_SIZES = (16, 1, 7, 64)  # 16 (today's eval.batch_size) first: the reference
+REFERENCE = 16
+
+
+def argmax(scores: list[float]) -> int:
+    return scores.index(max(scores))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1000, help="rows scored in fp32 (the default compute dtype)")
+    parser.add_argument("--bf16-rows", type=int, default=200, help="rows scored in bf16 (0: skip)")
+    args = parser.parse_args()
+    sizes = {"float32": len(rows(args.rows)), "bfloat16": len(rows(args.bf16_rows))}
+    results = []
+    for name, adapter_dir in [("base", None), ("adapter", ADAPTER_DIR)]:
+        for dtype, count in sizes.items():
+            if count == 0:
+                continue
+            reference = None
+            for batch_size in BATCH_SIZES:
+                scores, seconds = score(adapter_dir, dtype, batch_size, count)
+                reference = reference or scores
+                gaps = [abs(a - b) for row, ref in zip(scores, reference) for a, b in zip(row, ref)]
+                results.append({
+                    "model": name, "compute dtype": dtype, "rows": count, "eval.batch_size": batch_size,
+                    f"predictions differing from batch {REFERENCE}": sum(argmax(a) != argmax(b)
+                                                                         for a, b in zip(scores, reference)),
+                    "max |logprob gap|": float(f"{max(gaps):.3g}"),
+                    "examples/s": round(count / seconds, 2),
+                })
+                print(results[-1], flush=True)
+    notes = ["the first rows of data/prepared/eval/snli.jsonl (the default SNLI sample), loglik scoring, NF4 weights",
+             f"flips and gaps are against eval.batch_size={REFERENCE} in the same compute dtype",
+             "examples/s: scoring only (model loading excluded); compare rows of one run as ratios"]
+    for name in ("base", "adapter"):
+        rate = {r["compute dtype"]: r["examples/s"] for r in results
+                if r["model"] == name and r["eval.batch_size"] == REFERENCE}
+        if len(rate) == 2:
+            notes.append(f"{name}: fp32 compute scores {rate['float32'] / rate['bfloat16']:.2f}x the examples/s of "
+                         f"bf16 compute at batch size {REFERENCE}")
+    write_results("batch_invariance", "Batch invariance: predictions and log-probabilities across batch sizes",
+                  results, notes)
+
+
+if __name__ == "__main__":
+    main()
