@@ -141,6 +141,21 @@ def test_stage_cli_rejects_bad_params_before_importing_torch_and_leaves_outputs(
     assert sorted(p.name for p in Path(tmp_path).rglob("*")) == ["data.json", "metrics", "params.yaml"]
 
 
+def test_params_as_dvc_rewrites_them_still_load(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2, where a bare `no` is a string (YAML 1.1: false). The
+    negation word list must survive that round trip."""
+    from dvc.utils.serialize import modify_yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    with modify_yaml(params) as data:
+        data["lora"]["r"] = 8
+    assert "\n    negation: [no, not," in params.read_text() or "- no\n" in params.read_text()
+    cfg = load_config(params)
+    assert cfg.lora.r == 8 and "no" in cfg.slices.word_lists["negation"]
+    assert cfg.slices == load_config(REPO / "params.yaml").slices
+
+
 def test_code_defaults_equal_the_committed_params():
     """A key left out of params.yaml behaves exactly as the committed default run."""
     assert parse_config({}) == load_config(REPO / "params.yaml")

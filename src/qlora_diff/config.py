@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from qlora_diff.errors import ConfigError
 
@@ -448,7 +448,9 @@ def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
     if not path.is_file():
         raise ConfigError(f"params: file {path} not found; run from the repository root or pass --params.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        # YAML 1.2, as DVC reads and rewrites params.yaml (`dvc exp run -S` writes a bare `no`, which YAML 1.1
+        # loaders such as PyYAML would turn into false).
+        raw = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
         raise ConfigError(f"params: {path} is not valid YAML: {exc}") from exc
     return parse_config(raw)

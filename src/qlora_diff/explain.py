@@ -128,8 +128,9 @@ def over_representation(categories: list[str], members: dict[tuple[str, str], li
 
 
 def finding_sentence(test: dict) -> str:
+    lift = f"{test['lift']:.1f}" if test["lift"] >= 1.1 else f"{test['lift']:.2f}"  # a small lift keeps its digits
     return (f"{CATEGORY_WORDS[test['category']]} rows have {describe(test['feature'], test['value'])} "
-            f"{test['lift']:.1f}x as often as all rows ({100 * test['rate_in_category']:.0f}% vs "
+            f"{lift}x as often as all rows ({100 * test['rate_in_category']:.0f}% vs "
             f"{100 * test['rate_overall']:.0f}%, q = {test['q_value']:.2g}).")
 
 
