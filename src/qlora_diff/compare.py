@@ -81,12 +81,16 @@ def predicted_label(row: dict) -> str:
     return row["prediction"] or UNPARSEABLE
 
 
-def gold_probability(row: dict, collapse: dict[str, str]) -> float | None:
-    """The model's probability of the gold label in the set's label space (summed over the model labels that
-    collapse to it); None for generated answers, which have no probabilities."""
-    if not row.get("probs"):
+def label_probability(row: dict, label: str | None, collapse: dict[str, str]) -> float | None:
+    """The model's probability of ``label`` in the set's label space (summed over the model labels that collapse
+    to it); None for generated answers, which have no probabilities."""
+    if not row.get("probs") or label is None:
         return None
-    return sum(p for label, p in row["probs"].items() if collapse[label] == row["gold"])
+    return sum(p for model_label, p in row["probs"].items() if collapse[model_label] == label)
+
+
+def gold_probability(row: dict, collapse: dict[str, str]) -> float | None:
+    return label_probability(row, row["gold"], collapse)
 
 
 def pick_examples(pairs: list[Pair], name: str, count: int, seed: int, collapse: dict[str, str]) -> list[Pair]:
@@ -118,8 +122,9 @@ class Comparison:
     by_phenomenon_and_gold: list[dict]
 
     def metrics(self) -> dict:
-        """What goes to metrics/eval/<set>/compare.json: the scalar statistics (tables stay in the report)."""
-        scalars = {k: v for k, v in self.stats.items() if k not in ("per_class", "transitions")}
+        """What goes to metrics/eval/<set>/compare.json: the statistics and the transition counts (per-class tables
+        are in each model's own metrics)."""
+        scalars = {k: v for k, v in self.stats.items() if k != "per_class"}
         if self.by_phenomenon:
             scalars["by_phenomenon"] = {row["group"]: {k: row[k] for k in (
                 "rows", "base_accuracy", "adapter_accuracy", "accuracy_delta", "q_value")} for row in self.by_phenomenon}

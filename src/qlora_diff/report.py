@@ -265,22 +265,27 @@ def headline(sets: dict[str, dict]) -> str:
     return " ".join(parts)
 
 
-def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str]) -> str:
-    """``reports/comparison.md``: the headline and the cross-set table, then every set's section.
-
-    ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics.
-    """
+def cross_set_table(sets: dict[str, dict]) -> tuple[list[list], list[str]]:
+    """Rows and headers of the table that sets every evaluation set side by side, with baselines and CIs."""
     ci = lambda m: f"{_pct(m['accuracy'])} [{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]"
     rows = [[f"`{name}`", m["compare"]["examples"], _pct(m["base"]["majority_class_accuracy"]),
              _pct(m["compare"].get("hypothesis_only_accuracy")), ci(m["base"]),
              ci(m["adapter"]), f"{100 * m['compare']['accuracy_delta']:+.1f} [{100 * m['compare']['accuracy_delta_ci_low']:+.1f}, "
              f"{100 * m['compare']['accuracy_delta_ci_high']:+.1f}]", f"{m['compare']['mcnemar_p_value']:.3g}"]
             for name, m in sets.items()]
+    return rows, ["set", "rows", "majority class", "hypothesis-only", "base accuracy [CI]", "adapter accuracy [CI]",
+                  "difference, points [paired CI]", "McNemar p"]
+
+
+def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str]) -> str:
+    """``reports/comparison.md``: the headline and the cross-set table, then every set's section.
+
+    ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics.
+    """
     parts = [
         "# What fine-tuning changed", "",
         "## Across evaluation sets", "", headline(sets), "",
-        _table(rows, ["set", "rows", "majority class", "hypothesis-only", "base accuracy [CI]", "adapter accuracy [CI]",
-                      "difference, points [paired CI]", "McNemar p"]), "",
+        _table(*cross_set_table(sets)), "",
         "## Fine-tuning", "",
         f"{finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} rows, "
         f"{finetune.get('parameters_trainable', 0):,} trainable parameters ({finetune.get('trainable_percent', 'n/a')}%), "

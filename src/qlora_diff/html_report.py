@@ -1,0 +1,163 @@
+"""reports/comparison.html: every evaluated row of every set in one self-contained page.
+
+Inline CSS, JavaScript, data and SVG charts; the page fetches nothing, so it opens from disk offline and can be
+attached to a pull request. Python computes everything (categories, probabilities, slice tags, charts via
+vl-convert); the page's script only filters, sorts and pages the rows it is given.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from qlora_diff import charts
+from qlora_diff.compare import Pair, category, label_probability, predicted_label
+from qlora_diff.report import cross_set_table, headline, summary_paragraph
+from qlora_diff.slices import tags
+
+TEMPLATES = Path(__file__).parent / "templates"
+# One row of the page's data, in this column order (the page script reads columns by name).
+COLUMNS = ("set", "id", "premise", "hypothesis", "gold", "base", "adapter", "base_p", "adapter_p", "gold_p_base",
+           "gold_p_adapter", "gold_p_change", "base_margin", "adapter_margin", "category", "tags", "slices")
+
+
+@dataclass(frozen=True)
+class SetPage:
+    """One evaluation set's part of the page: its metrics (``base``, ``adapter``, ``compare``), rows and charts."""
+
+    name: str
+    metrics: dict
+    rows: list[dict]
+    charts: list[tuple[str, str]]   # (title, SVG)
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], collapse: dict[str, str]) -> list[dict]:
+    """The page rows of one set, in the predictions file's order: both predictions with their probability, the
+    gold label's probability before and after, both margins, the category and the slice features."""
+    rows = []
+    for base, adapter in pairs:
+        gold_before = label_probability(base, base["gold"], collapse)
+        gold_after = label_probability(adapter, adapter["gold"], collapse)
+        rows.append({
+            "set": name, "id": base["id"], "premise": base["premise"], "hypothesis": base["hypothesis"],
+            "gold": base["gold"], "base": predicted_label(base), "adapter": predicted_label(adapter),
+            "base_p": _rounded(label_probability(base, base["prediction"], collapse)),
+            "adapter_p": _rounded(label_probability(adapter, adapter["prediction"], collapse)),
+            "gold_p_base": _rounded(gold_before), "gold_p_adapter": _rounded(gold_after),
+            "gold_p_change": None if gold_before is None or gold_after is None else _rounded(gold_after - gold_before),
+            "base_margin": base.get("margin"), "adapter_margin": adapter.get("margin"),
+            "category": category(base["correct"], adapter["correct"]),
+            "tags": tags(features[base["id"]]), "slices": features[base["id"]],
+        })
+    return rows
+
+
+def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plot: list[dict],
+               template_dir: Path = charts.TEMPLATE_DIR) -> list[tuple[str, str]]:
+    """Per-class recall and F1, accuracy per slice and the reliability diagram, drawn from the same DVC templates as
+    `dvc plots show`, as SVG."""
+    per_class = [{"class": label, "model": model, "metric": metric, "value": values[metric]}
+                 for model in ("base", "adapter") for label, values in metrics[model]["per_class"].items()
+                 for metric in ("recall", "f1")]
+    drawn = []
+    for metric in ("recall", "f1"):
+        rows = [{"class": r["class"], "model": r["model"], metric: r["value"]} for r in per_class if r["metric"] == metric]
+        drawn.append((f"{name}: per-class {metric}", charts.filled_spec(
+            "grouped_bars", rows, metric, "class", f"{name}: per-class {metric}, base vs adapter", name, template_dir)))
+    drawn.append((f"{name}: accuracy per slice", charts.filled_spec(
+        "grouped_bars", slice_plot, "accuracy", "slice", f"{name}: accuracy per slice, base vs adapter", name,
+        template_dir)))
+    if reliability_plot:
+        drawn.append((f"{name}: reliability", charts.filled_spec(
+            "reliability", reliability_plot, "confidence", "accuracy", f"{name}: reliability", name, template_dir)))
+    return [(title, charts.to_svg(spec)) for title, spec in drawn]
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown code spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _transition_matrix(page: SetPage) -> str:
+    """Base prediction (rows) x adapter prediction (columns); each count is a button that filters the rows."""
+    compare = page.metrics["compare"]
+    labels = list(compare["label_bias"]["gold"])
+    largest = max(compare["transitions"].values(), default=0) or 1
+    shade = lambda count: f"background: rgba(43, 108, 176, {0.08 + 0.5 * count / largest:.2f})"
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    body = []
+    for before in labels:
+        cells = "".join(
+            f'<td><button class="cell" data-set="{html.escape(page.name)}" data-base="{html.escape(before)}" '
+            f'data-adapter="{html.escape(after)}" style="{shade(compare["transitions"][f"{before}->{after}"])}">'
+            f'{compare["transitions"][f"{before}->{after}"]}</button></td>'
+            for after in labels)
+        body.append(f"<tr><th>{html.escape(before)}</th>{cells}</tr>")
+    return (f'<table class="matrix" id="matrix-{html.escape(page.name)}"><caption>base (rows) &rarr; adapter '
+            f'(columns); click a count to see its rows</caption><tr><th></th>{head}</tr>{"".join(body)}</table>')
+
+
+def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -> str:
+    rows, headers = cross_set_table(sets)
+    parts = [f"<p>{_inline(headline(sets))}</p>",
+             _inline_table(tabulate(rows, headers=headers, tablefmt="html"))]
+    if finetune:
+        parts.append(f"<p>Fine-tune: {finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} "
+                     f"rows, final loss {finetune.get('final_loss', 'n/a')}.</p>")
+    parts.append('<div id="sets">')
+    for page in pages:
+        parts.append(f'<section class="set"><h3>Evaluation set <code>{html.escape(page.name)}</code></h3>'
+                     f"<p>{_inline(summary_paragraph(page.metrics['compare']))}</p>{_transition_matrix(page)}</section>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _inline_table(table_html: str) -> str:
+    """tabulate's HTML escapes cell text; turn the Markdown code spans it kept into <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", table_html)
+
+
+def _charts_html(pages: list[SetPage]) -> str:
+    return "\n".join(f'<figure class="chart"><figcaption>{html.escape(title)}</figcaption>{svg}</figure>'
+                     for page in pages for title, svg in page.charts)
+
+
+def page_data(pages: list[SetPage]) -> dict:
+    """The rows as compact columns (names once, values per row); slice features as one list of names, each row
+    holding its values in that order ('' where a set lacks the feature; ``gold`` is a column already)."""
+    features: list[str] = []
+    for page in pages:
+        for row in page.rows:
+            features += [name for name in row["slices"] if name not in features and name not in COLUMNS]
+    rows = [[row[column] for column in COLUMNS[:-1]] + [[row["slices"].get(name, "") for name in features]]
+            for page in pages for row in page.rows]
+    return {"columns": list(COLUMNS), "features": features, "rows": rows}
+
+
+def _script_json(payload: dict) -> str:
+    """JSON safe inside <script>: no '</' can close the element early."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def render_page(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -> str:
+    """The whole page: template with the CSS, script, summary, charts and row data filled in."""
+    template = (TEMPLATES / "comparison.html").read_text(encoding="utf-8")
+    filled = {
+        "<!--STYLE-->": (TEMPLATES / "comparison.css").read_text(encoding="utf-8"),
+        "<!--SCRIPT-->": (TEMPLATES / "comparison.js").read_text(encoding="utf-8"),
+        "<!--SUMMARY-->": _summary_html(sets, finetune, pages),
+        "<!--CHARTS-->": _charts_html(pages),
+        "<!--DATA-->": _script_json(page_data(pages)),
+    }
+    for marker, value in filled.items():
+        template = template.replace(marker, value, 1)
+    return template

@@ -1,0 +1,93 @@
+"""Hand-built predictions of a small project, as the evaluate and slices stages leave them, for the compare and
+report stages and the page tests: every count is known in advance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+from qlora_diff.calibration import RULES
+from qlora_diff.metrics import classification_metrics
+
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def prediction(row_id: str, gold: str, predicted: str) -> dict:
+    probs = {label: (0.8 if label == predicted else 0.1) for label in LABELS}
+    return {"id": row_id, "premise": f"premise {row_id}", "hypothesis": f"hypothesis {row_id}", "gold": gold,
+            "prediction": predicted, "probs": probs, "correct": gold == predicted, "margin": 1.3863,
+            "predictions_by_rule": {rule: predicted for rule in RULES}}
+
+
+HYPOTHESIS_ONLY = {"accuracy": 0.5, "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.7, "chance_accuracy": 0.3333,
+                   "majority_class_accuracy": 0.5}
+
+
+def slice_rows(base: list[dict]) -> list[dict]:
+    """Slice features as the slices stage writes them: every other row artifact-easy."""
+    return [{"id": r["id"], "features": {"gold": r["gold"], "artifact": "easy" if i % 2 else "hard"}}
+            for i, r in enumerate(base)]
+
+
+def build_pairs(corrected: int, regressed: int, still_wrong: int, still_right: int) -> tuple[list, list]:
+    base, adapter = [], []
+    plan = [("c", "contradiction", "neutral", "contradiction")] * corrected + \
+           [("r", "neutral", "neutral", "entailment")] * regressed + \
+           [("w", "entailment", "neutral", "contradiction")] * still_wrong + \
+           [("s", "entailment", "entailment", "entailment")] * still_right
+    for i, (kind, gold, before, after) in enumerate(plan):
+        base.append(prediction(f"{kind}{i:03d}", gold, before))
+        adapter.append(prediction(f"{kind}{i:03d}", gold, after))
+    return base, adapter
+
+
+def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
+    """Prediction files and evaluate metrics of one set, as the evaluate stages leave them."""
+    predictions, metrics = root / "reports" / "predictions" / name, root / "metrics" / "eval" / name
+    predictions.mkdir(parents=True)
+    metrics.mkdir(parents=True)
+    (predictions / "slices.jsonl").write_text("".join(json.dumps(r) + "\n" for r in slice_rows(base)))
+    (metrics / "hypothesis_only.json").write_text(json.dumps(HYPOTHESIS_ONLY))
+    for which, rows in (("base", base), ("adapter", adapter)):
+        (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        correct = sum(r["correct"] for r in rows)
+        per_class = classification_metrics([r["gold"] for r in rows], [r["prediction"] for r in rows], LABELS,
+                                           0.95)["per_class"]
+        (metrics / f"{which}.json").write_text(json.dumps({
+            "accuracy": correct / len(rows), "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9,
+            "majority_class_accuracy": 0.5, "chance_accuracy": 0.3333, "per_class": per_class}))
+
+
+def run_stage(root, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# Two sets: `snli` improves significantly (10 corrected, 2 regressed), `hard` does not (3 vs 4).
+PROJECT_SETS = {"snli": (10, 2, 3, 15), "hard": (3, 4, 13, 10)}
+
+
+def write_project(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS) -> None:
+    """params.yaml, the plot templates and each set's predictions and metrics: the inputs of compare and report."""
+    root.mkdir(parents=True, exist_ok=True)
+    eval_sets = ", ".join(f"{name}: {{source: bundled, size: {sum(counts)}}}" for name, counts in sets.items())
+    (root / "params.yaml").write_text("report: {bootstrap_samples: 300, examples_per_category: 2}\n"
+                                      f"eval_sets: {{{eval_sets}}}\n")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", ignore=shutil.ignore_patterns("*.html"))
+    for name, counts in sets.items():
+        write_set(root, name, *build_pairs(*counts))
+    (root / "metrics" / "finetune.json").write_text(json.dumps({"steps": 3, "final_loss": 0.5}))
+
+
+def build_reports(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS) -> None:
+    """write_project, then the compare stage of every set and the report stage."""
+    write_project(root, sets)
+    for name in sets:
+        run_stage(root, "compare.py", name)
+    run_stage(root, "report.py")
