@@ -63,8 +63,18 @@ def timed(fn, repeats: int = 1) -> float:
     return best
 
 
+def cpu_model() -> str:
+    """The CPU's model name (results differ in speed and, across CPU families, in low-order bits)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 
 

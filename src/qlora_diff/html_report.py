@@ -15,8 +15,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from qlora_diff import charts
-from qlora_diff.compare import Pair, category, label_probability, predicted_label
+from qlora_diff import atomic, charts
+from qlora_diff.compare import Pair, category, join_predictions, label_probability, predicted_label
+from qlora_diff.config import Config
+from qlora_diff.explain import attach_features
 from qlora_diff.report import cross_set_table, headline, summary_paragraph
 from qlora_diff.slices import tags
 
@@ -80,6 +82,24 @@ def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plo
         drawn.append((f"{name}: reliability", charts.filled_spec(
             "reliability", reliability_plot, "confidence", "accuracy", f"{name}: reliability", name, template_dir)))
     return [(title, charts.to_svg(spec)) for title, spec in drawn]
+
+
+def page_inputs(name: str) -> list[Path]:
+    """The files one set's part of the page is built from (besides its metrics), as the pipeline lays them out."""
+    return [*(Path(f"reports/predictions/{name}/{which}.jsonl") for which in ("base", "adapter", "slices")),
+            *(Path(f"reports/plots/{name}/{which}.json") for which in ("slices", "reliability"))]
+
+
+def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:
+    """One set's rows and charts from its predictions, slice features and plot data (see ``page_inputs``)."""
+    base_path, adapter_path, slices_path, slice_plot, reliability_plot = page_inputs(name)
+    pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path), str(base_path),
+                             str(adapter_path))
+    features = attach_features(pairs, atomic.read_jsonl(slices_path), str(slices_path))
+    return SetPage(name=name, metrics=metrics,
+                   rows=set_rows(name, pairs, features, cfg.eval_sets[name].collapse(cfg.data.labels)),
+                   charts=set_charts(name, metrics, json.loads(slice_plot.read_text()),
+                                     json.loads(reliability_plot.read_text())))
 
 
 def _inline(text: str) -> str:

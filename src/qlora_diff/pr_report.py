@@ -1,4 +1,9 @@
-"""Build the pull-request comment: `dvc metrics diff <base> --md` followed by the generated comparison report.
+"""Build the pull-request comment: `dvc metrics diff <base> --md`, every `dvc plots diff <base>` plot as a PNG beside
+it, then the generated comparison report.
+
+The plots are DVC's own specs (base revision vs the workspace, or ``--head``) drawn by vl-convert: no browser, no
+network. The workflow posts the comment with CML (`cml comment update --publish`), which uploads the images the
+Markdown references; GitHub's API cannot attach images to a comment.
 
 Run: python -m qlora_diff.pr_report --base origin/main --out pr-comment.md
 """
@@ -6,20 +11,57 @@ Run: python -m qlora_diff.pr_report --base origin/main --out pr-comment.md
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import subprocess
 from pathlib import Path
 
-from qlora_diff import atomic
+from qlora_diff import atomic, charts
 
 
-def metrics_diff_markdown(base: str) -> str:
-    done = subprocess.run(["dvc", "metrics", "diff", base, "--md", "--precision", "4"], capture_output=True,
-                          text=True, check=True)
+def metrics_diff_markdown(base: str, head: str | None = None) -> str:
+    done = subprocess.run(["dvc", "metrics", "diff", base, *([head] if head else []), "--md", "--precision", "4"],
+                          capture_output=True, text=True, check=True)
     return done.stdout.strip() or "_No metric changed against the base branch._"
 
 
-def build_comment(base: str, report: Path) -> str:
-    parts = [f"## Metrics diff against `{base}`", "", metrics_diff_markdown(base), ""]
+def plot_specs(base: str, head: str | None = None) -> dict[str, dict]:
+    """Every plot `dvc plots diff` declares, as a filled Vega-Lite spec with both revisions' data, in DVC's order."""
+    done = subprocess.run(["dvc", "plots", "diff", base, *([head] if head else []), "--json"], capture_output=True,
+                          text=True, check=True)
+    return {name: items[0]["content"] for name, items in json.loads(done.stdout)["data"].items()
+            if items and items[0].get("type") == "vega"}
+
+
+def image_name(plot: str) -> str:
+    """A file name for a plot: 'reports/plots/snli/slices.json' -> 'snli-slices.png', 'Training loss' ->
+    'training-loss.png'."""
+    stem = plot.removeprefix("reports/plots/").removesuffix(".json")
+    return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + ".png"
+
+
+def write_plot_images(specs: dict[str, dict], directory: Path) -> list[tuple[str, Path]]:
+    """Draw each spec as a PNG in ``directory``; (title, path) per plot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for plot, spec in specs.items():
+        path = directory / image_name(plot)
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_bytes(charts.to_png(spec))
+        title = spec.get("title")
+        written.append((title.get("text", plot) if isinstance(title, dict) else title or plot, path))
+    return written
+
+
+def build_comment(base: str, report: Path, images: list[tuple[str, Path]], comment_dir: Path,
+                  head: str | None = None) -> str:
+    """The comment's Markdown; image links are relative to ``comment_dir``, where the comment file is written."""
+    against = f"`{base}`" + (f" vs `{head}`" if head else "")
+    parts = [f"## Metrics diff against {against}", "", metrics_diff_markdown(base, head), ""]
+    if images:
+        parts += [f"## Plots: {against} (the branch's colour is its revision)", ""]
+        parts += [f"![{title}]({path.resolve().relative_to(comment_dir.resolve()).as_posix()})" for title, path in images]
+        parts += ["", "The full row-by-row page, `reports/comparison.html`, is attached to this run as an artifact.", ""]
     if report.is_file():
         parts += ["<details><summary>Comparison report (reports/comparison.md)</summary>", "",
                   report.read_text(encoding="utf-8"), "</details>", ""]
@@ -27,13 +69,17 @@ def build_comment(base: str, report: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base", default="main", help="git revision to diff metrics against")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="main", help="git revision to diff metrics and plots against")
+    parser.add_argument("--head", default=None, help="revision to compare with the base (default: the workspace)")
     parser.add_argument("--report", default="reports/comparison.md", type=Path)
     parser.add_argument("--out", default="pr-comment.md", type=Path)
+    parser.add_argument("--images", default=Path("pr-plots"), type=Path,
+                        help="folder for the plot images (linked relative to the comment file)")
     args = parser.parse_args()
-    atomic.write_text(args.out, build_comment(args.base, args.report))
-    print(f"wrote {args.out}")
+    images = write_plot_images(plot_specs(args.base, args.head), args.images)
+    atomic.write_text(args.out, build_comment(args.base, args.report, images, args.out.parent, args.head))
+    print(f"wrote {args.out} and {len(images)} images in {args.images}")
 
 
 if __name__ == "__main__":
