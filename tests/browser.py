@@ -60,7 +60,7 @@ def launched_chromium() -> Iterator[object]:
 def offline_visit(browser, path: Path, width: int = 1400, height: int = 1000) -> Iterator[Visit]:
     """Open ``path`` from disk in a fresh context where only local URLs load."""
     context = browser.new_context(viewport={"width": width, "height": height})
-    visit = Visit(page=None)
+    visit = Visit(page=context.new_page())
 
     def route(request_route) -> None:
         url = request_route.request.url
@@ -71,8 +71,7 @@ def offline_visit(browser, path: Path, width: int = 1400, height: int = 1000) ->
             request_route.abort()
 
     context.route("**/*", route)
-    page = context.new_page()
-    visit.page = page
+    page = visit.page
     page.on("console", lambda message: visit.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: visit.errors.append(f"uncaught: {error}"))
     try:

@@ -45,5 +45,5 @@ def javascript_bundle() -> str:
 
 def library_versions() -> dict[str, str]:
     """The JavaScript library versions inside the bundle, for the record."""
-    return {"vl-convert-python": version("vl-convert-python"), "vega": vl_convert.get_vega_version(), "vega-lite": VEGA_LITE_VERSION,
-            "vega-embed": vl_convert.get_vega_embed_version()}
+    return {"vl-convert-python": version("vl-convert-python"), "vega": vl_convert.get_vega_version(),
+            "vega-lite": VEGA_LITE_VERSION, "vega-embed": vl_convert.get_vega_embed_version()}

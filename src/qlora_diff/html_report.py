@@ -67,12 +67,10 @@ def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plo
                template_dir: Path = charts.TEMPLATE_DIR) -> list[tuple[str, str]]:
     """Per-class recall and F1, accuracy per slice and the reliability diagram, drawn from the same DVC templates as
     `dvc plots show`, as SVG."""
-    per_class = [{"class": label, "model": model, "metric": metric, "value": values[metric]}
-                 for model in ("base", "adapter") for label, values in metrics[model]["per_class"].items()
-                 for metric in ("recall", "f1")]
     drawn = []
     for metric in ("recall", "f1"):
-        rows = [{"class": r["class"], "model": r["model"], metric: r["value"]} for r in per_class if r["metric"] == metric]
+        rows = [{"class": label, "model": model, metric: values[metric]}
+                for model in ("base", "adapter") for label, values in metrics[model]["per_class"].items()]
         drawn.append((f"{name}: per-class {metric}", charts.filled_spec(
             "grouped_bars", rows, metric, "class", f"{name}: per-class {metric}, base vs adapter", name, template_dir)))
     drawn.append((f"{name}: accuracy per slice", charts.filled_spec(
@@ -102,9 +100,14 @@ def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:
                                      json.loads(reliability_plot.read_text())))
 
 
+def _code_spans(escaped: str) -> str:
+    """Markdown code spans in already-escaped HTML as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
 def _inline(text: str) -> str:
     """Escaped text with Markdown code spans as <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return _code_spans(html.escape(text))
 
 
 def _transition_matrix(page: SetPage) -> str:
@@ -112,16 +115,16 @@ def _transition_matrix(page: SetPage) -> str:
     compare = page.metrics["compare"]
     labels = list(compare["label_bias"]["gold"])
     largest = max(compare["transitions"].values(), default=0) or 1
-    shade = lambda count: f"background: rgba(43, 108, 176, {0.08 + 0.5 * count / largest:.2f})"
+
+    def cell(before: str, after: str) -> str:
+        count = compare["transitions"][f"{before}->{after}"]
+        return (f'<td><button class="cell" data-set="{html.escape(page.name)}" data-base="{html.escape(before)}" '
+                f'data-adapter="{html.escape(after)}" style="background: rgba(43, 108, 176, '
+                f'{0.08 + 0.5 * count / largest:.2f})">{count}</button></td>')
+
     head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
-    body = []
-    for before in labels:
-        cells = "".join(
-            f'<td><button class="cell" data-set="{html.escape(page.name)}" data-base="{html.escape(before)}" '
-            f'data-adapter="{html.escape(after)}" style="{shade(compare["transitions"][f"{before}->{after}"])}">'
-            f'{compare["transitions"][f"{before}->{after}"]}</button></td>'
-            for after in labels)
-        body.append(f"<tr><th>{html.escape(before)}</th>{cells}</tr>")
+    body = [f"<tr><th>{html.escape(before)}</th>{''.join(cell(before, after) for after in labels)}</tr>"
+            for before in labels]
     return (f'<table class="matrix" id="matrix-{html.escape(page.name)}"><caption>base (rows) &rarr; adapter '
             f'(columns); click a count to see its rows</caption><tr><th></th>{head}</tr>{"".join(body)}</table>')
 
@@ -129,7 +132,7 @@ def _transition_matrix(page: SetPage) -> str:
 def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -> str:
     rows, headers = cross_set_table(sets)
     parts = [f"<p>{_inline(headline(sets))}</p>",
-             _inline_table(tabulate(rows, headers=headers, tablefmt="html"))]
+             _code_spans(tabulate(rows, headers=headers, tablefmt="html"))]   # tabulate escapes the cells
     if finetune:
         parts.append(f"<p>Fine-tune: {finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} "
                      f"rows, final loss {finetune.get('final_loss', 'n/a')}.</p>")
@@ -139,11 +142,6 @@ def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -
                      f"<p>{_inline(summary_paragraph(page.metrics['compare']))}</p>{_transition_matrix(page)}</section>")
     parts.append("</div>")
     return "\n".join(parts)
-
-
-def _inline_table(table_html: str) -> str:
-    """tabulate's HTML escapes cell text; turn the Markdown code spans it kept into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", table_html)
 
 
 def _charts_html(pages: list[SetPage]) -> str:
