@@ -1,8 +1,13 @@
-"""Training speed and peak memory: QLoRA (NF4) vs LoRA on bf16 vs LoRA on fp32 weights, same batches,
-plus the forward-only tokens/s as the ceiling reference.  Each variant runs in its own process so peak
-memory is its own.
+"""Training speed on this machine: the finetune stage's own Trainer loop in fp32 and bf16 compute, with and without
+the shared prompt prefix, against the forward+backward ceiling of each dtype, all in one run so the ratios compare
+like with like.  Each measurement runs in its own process so peak memory is its own.
 
-Run: python benchmarks/train_throughput.py   (after `dvc repro prepare`)
+- ceiling: a bare forward+backward (answer-window loss, LoRA gradients, no optimizer, no Trainer) of the full rows,
+  best of STEPS batches after a warm-up: what the matmuls of one row cost at that dtype.
+- finetune: `finetune()` itself (Trainer, optimizer, logging, checkpoints) for TRAIN_STEPS steps on the real model
+  and rows; tokens/s counts every non-padding token of a row, shared prefix included, as metrics/finetune.json does.
+
+Run: python benchmarks/train_throughput.py   (after `dvc repro prepare`; quiet machine: nothing else running)
 """
 
 from __future__ import annotations
@@ -14,76 +19,94 @@ import sys
 from common import REPO, write_results
 
 STEPS = 4
-VARIANTS = {
-    "QLoRA NF4, bf16 compute": {"load_in_4bit": True, "compute_dtype": "bfloat16"},
-    "QLoRA NF4, fp32 compute": {"load_in_4bit": True, "compute_dtype": "float32"},
-    "LoRA on bf16 weights": {"load_in_4bit": False, "compute_dtype": "bfloat16"},
-    "LoRA on fp32 weights": {"load_in_4bit": False, "compute_dtype": "float32"},
-}
+TRAIN_STEPS = 12
+DTYPES = ("float32", "bfloat16")
 
 
-def measure(quant: dict) -> dict:
-    """Runs in a child process: STEPS optimizer steps on the first train batches, then forward-only."""
+def ceiling(dtype: str) -> dict:
+    """Forward+backward tokens/s of full (unshared) batches in ``dtype``."""
     import time
 
     import torch
 
     from common import MODEL_DIR, config
     from qlora_diff import atomic
-    from qlora_diff.finetune import LeftPadCollator, answer_window_loss, attach_lora, build_examples
+    from qlora_diff.finetune import LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora, build_examples
     from qlora_diff.modeling import load_causal_lm, load_tokenizer
     from qlora_diff.prompts import answer_token_ids
     from qlora_diff.runtime import peak_process_memory_gb
 
-    cfg = config(quant=quant, runtime={"device": "cpu"})
+    cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"})
     tokenizer = load_tokenizer(MODEL_DIR)
     examples, _ = build_examples(cfg, tokenizer, atomic.read_jsonl(REPO / "data/prepared/train.jsonl"))
     size = cfg.train.batch_size
     collate = LeftPadCollator(tokenizer.pad_token_id)
     batches = [collate(examples[i * size:(i + 1) * size]) for i in range(STEPS + 1)]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:])
-    model = attach_lora(cfg, load_causal_lm(MODEL_DIR, cfg, torch.device("cpu")))
+    model = attach_lora(cfg, load_causal_lm(MODEL_DIR, cfg, torch.device("cpu"))).train()
     window = max(len(a) for a in answer_token_ids(cfg, tokenizer).values())
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
-    model.train()
-
-    def step(batch):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        answer_window_loss(model(**inputs, logits_to_keep=window + 1).logits[:, :-1], batch["labels"]).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    step(batches[0])
-    start = time.perf_counter()
-    for batch in batches[1:]:
-        step(batch)
-    train_seconds = time.perf_counter() - start
-    with torch.inference_mode():
+    rates = []
+    for index, batch in enumerate(batches):
         start = time.perf_counter()
-        for batch in batches[1:]:
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  position_ids=batch["position_ids"], logits_to_keep=1)
-        forward_seconds = time.perf_counter() - start
-    return {"train tokens/s": round(tokens / train_seconds, 1),
-            "forward-only tokens/s": round(tokens / forward_seconds, 1),
-            "peak memory GB": peak_process_memory_gb()}
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        answer_window_loss(answer_window_forward(model, inputs, window, []).logits[:, :-1], batch["labels"]).backward()
+        model.zero_grad()
+        if index:  # the first batch warms up
+            rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - start))
+    return {"tokens/s": round(max(rates), 1), "peak memory GB": peak_process_memory_gb()}
+
+
+def stage(dtype: str, share_prefix: bool) -> dict:
+    """The finetune stage's tokens/s for TRAIN_STEPS steps (model loading excluded, as in its metrics)."""
+    import tempfile
+    from pathlib import Path
+
+    from common import MODEL_DIR, config
+    from qlora_diff.finetune import finetune
+
+    cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},
+                 train={"max_steps": TRAIN_STEPS, "share_prefix": share_prefix, "save_steps": 25})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        metrics = finetune(cfg, MODEL_DIR, REPO / "data/prepared/train.jsonl", out / "adapter", out / "m.json",
+                           out / "checkpoints", out / "live")
+    return {"tokens/s": metrics["tokens_per_second"], "peak memory GB": metrics["peak_memory_gb"],
+            "shared prefix tokens": metrics["shared_prefix_tokens"]}
+
+
+def child(kind: str, *args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(measure(json.loads(sys.argv[2]))))
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        kind, args = sys.argv[2], sys.argv[3:]
+        result = ceiling(args[0]) if kind == "ceiling" else stage(args[0], args[1] == "shared")
+        print(json.dumps(result))
         return
     results = []
-    for name, quant in VARIANTS.items():
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(quant)], capture_output=True,
-                             text=True, check=True, cwd=REPO)
-        results.append({"variant": name, **json.loads(out.stdout.strip().splitlines()[-1])})
+    for dtype in DTYPES:
+        top = child("ceiling", dtype)
+        results.append({"compute dtype": dtype, "measurement": "forward+backward ceiling", "tokens/s": top["tokens/s"],
+                        "% of ceiling": 100.0, "shared prefix tokens": 0, "peak memory GB": top["peak memory GB"]})
         print(results[-1], flush=True)
-    write_results("train_throughput", "Training throughput (LoRA, CPU)", results,
-                  [f"{STEPS} optimizer steps after one warm-up step, train.batch_size from params.yaml, "
-                   "answer-only loss with the logits window; peak memory is the process's peak RSS",
-                   "bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is "
-                   "emulated, and fp32 compute is faster"])
+        for share in ("unshared", "shared"):
+            run = child("stage", dtype, share)
+            results.append({"compute dtype": dtype, "measurement": f"finetune stage, {share} prefix",
+                            "tokens/s": run["tokens/s"], "% of ceiling": round(100 * run["tokens/s"] / top["tokens/s"], 1),
+                            "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
+            print(results[-1], flush=True)
+    rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
+    shared = "finetune stage, shared prefix"
+    notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
+             f"finetune stage: finetune() for {TRAIN_STEPS} optimizer steps (Trainer, AdamW, logging), model loading "
+             "excluded; tokens/s counts every non-padding token of a row, the shared prefix included",
+             f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
+             f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x",
+             "bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
+             "and fp32 is faster, which is what quant.compute_dtype: auto picks (runtime.resolve_compute_dtype)"]
+    write_results("train_throughput", "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
 
 
 if __name__ == "__main__":

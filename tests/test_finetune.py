@@ -12,7 +12,8 @@ import yaml
 
 from conftest import prepare_all, snli_rows, tiny_params
 from qlora_diff.config import load_config, parse_config
-from qlora_diff.finetune import IGNORE_INDEX, LeftPadCollator, answer_window_loss, attach_lora, build_examples, finetune
+from qlora_diff.finetune import (IGNORE_INDEX, LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora,
+                                 build_examples, finetune, split_shared_prefix)
 from qlora_diff.errors import ConfigError
 from qlora_diff.modeling import (check_target_modules, count_parameters, disable_cpu_inference_repack, load_causal_lm,
                                   load_tokenizer)
@@ -59,6 +60,56 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
     assert doubled.item() == pytest.approx(expected.item() / 2, rel=1e-5)
     too_narrow = answer_window_loss(windowed[:, 1:], batch["labels"])
     assert too_narrow.item() != pytest.approx(expected.item(), rel=1e-3), "a window that drops answer tokens"
+
+
+def loss_and_lora_grads(model, batch, window: int, prefix: list[int]) -> tuple[float, torch.Tensor]:
+    """The training loss of one collated batch and the LoRA gradients it gives, all flattened into one vector."""
+    model.train()
+    model.zero_grad()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    loss = answer_window_loss(answer_window_forward(model, inputs, window, prefix).logits[:, :-1], batch["labels"])
+    loss.backward()
+    grads = [p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
+    return loss.item(), torch.cat(grads)
+
+
+def shared_and_unshared(cfg, model_dir, model, count: int = 6):
+    """(loss, LoRA gradients) of the same rows with and without the shared prefix, and the prefix."""
+    tokenizer = load_tokenizer(model_dir)
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+            for r in snli_rows("validation", count)]
+    examples, _ = build_examples(cfg, tokenizer, rows)
+    prefix, stripped = split_shared_prefix(examples)
+    window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # LoRA B starts at zero: give the A gradients something to flow through
+    full = loss_and_lora_grads(model, LeftPadCollator(tokenizer.pad_token_id)(examples), window, [])
+    shared = loss_and_lora_grads(model, LeftPadCollator(tokenizer.pad_token_id, len(prefix))(stripped), window,
+                                 prefix)
+    return full, shared, tokenizer.decode(prefix)
+
+
+@pytest.mark.parametrize("load_in_4bit", [True, False])
+def test_shared_prefix_training_equals_unshared_loss_and_lora_gradients(tiny_model_dir, load_in_4bit):
+    cfg = parse_config(tiny_params(quant={"load_in_4bit": load_in_4bit}))
+    model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    (loss, grads), (shared_loss, shared_grads), prefix = shared_and_unshared(cfg, tiny_model_dir, model)
+    assert prefix.startswith(f"<|im_start|>system\n{cfg.prompt.system}<|im_end|>\n<|im_start|>user\nPremise:")
+    # fp32 throughout: only the order of float sums differs (one prefix pass, then a cached attention)
+    assert shared_loss == pytest.approx(loss, rel=1e-5)
+    assert grads.abs().max() > 0
+    assert (shared_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
+
+
+def test_shared_prefix_is_found_for_any_system_prompt_and_template(tiny_model_dir):
+    cfg = parse_config(tiny_params(prompt={"system": "Decide.", "template": "H: {hypothesis}\nP: {premise}"}))
+    model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    (loss, grads), (shared_loss, shared_grads), prefix = shared_and_unshared(cfg, tiny_model_dir, model)
+    assert prefix.startswith("<|im_start|>system\nDecide.<|im_end|>\n<|im_start|>user\nH:") and "Premise" not in prefix
+    assert shared_loss == pytest.approx(loss, rel=1e-5)
+    assert (shared_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
 
 
 def lora_pair(tiny_model_dir, compute_dtype: str):

@@ -122,12 +122,13 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """bitsandbytes 4-bit loading, shared by fine-tuning and both evaluations."""
+    """bitsandbytes 4-bit loading, shared by fine-tuning and both evaluations. ``compute_dtype`` is the
+    fine-tune's; ``auto`` resolves per machine (runtime.resolve_compute_dtype). Evaluation has its own."""
 
     load_in_4bit: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float32"] = "float32"
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class TrainConfig:
     logging_steps: int = field(default=10, metadata=_range(1))
     save_steps: int = field(default=25, metadata=_range(1))
     num_processes: int = field(default=1, metadata=_range(1))
+    share_prefix: bool = True  # run the prompt prefix every row shares once per batch (one process, no checkpointing)
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class EvalConfig:
     batch_size: int = field(default=16, metadata=_range(1))
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
     calibration: Literal["none", "contextual", "batch"] = "none"
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = "float32"  # fp32: batch-invariant predictions
     content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
 
 

@@ -14,16 +14,17 @@ from qlora_diff.config import Config
 from qlora_diff.metrics import UNPARSEABLE, classification_metrics
 from qlora_diff.modeling import count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.prompts import answer_token_ids, format_prompt
-from qlora_diff.runtime import Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb, select_device
+from qlora_diff.runtime import (Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb,
+                                resolve_compute_dtype, select_device)
 from qlora_diff.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
 log = logging.getLogger(__name__)
 
 
 def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> torch.nn.Module:
-    """The quantized base model, with the adapter attached when given, in eval mode."""
+    """The quantized base model in ``eval.compute_dtype``, with the adapter attached when given, in eval mode."""
     device = select_device(cfg)
-    model = load_causal_lm(model_dir, cfg, device)
+    model = load_causal_lm(model_dir, cfg, device, resolve_compute_dtype(cfg.eval.compute_dtype, device))
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -109,6 +110,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
         "parameters_total": counts.total,
         "parameters_trainable": counts.adapter,  # the adapter's parameters (trained in finetune); 0 for the base
         "device": str(next(model.parameters()).device),
+        "compute_dtype": resolve_compute_dtype(cfg.eval.compute_dtype, next(model.parameters()).device),
     })
     if prior is not None:
         metrics["calibration"] = {

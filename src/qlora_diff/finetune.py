@@ -17,13 +17,14 @@ from qlora_diff import atomic
 from qlora_diff.config import Config
 from qlora_diff.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.padding import attention_mask, left_pad, position_ids
-from qlora_diff.prompts import answer_token_ids
+from qlora_diff.prompts import answer_token_ids, shared_prefix
 from qlora_diff.progress import show_progress
 from qlora_diff.runtime import (
     Stopwatch,
     configure_threads,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
+    resolve_compute_dtype,
     select_device,
 )
 
@@ -49,6 +50,23 @@ def build_examples(cfg: Config, tokenizer, rows: list[dict]) -> tuple[list[dict]
     return examples, too_long
 
 
+def split_shared_prefix(examples: list[dict]) -> tuple[list[int], list[dict]]:
+    """The prompt prefix every example shares, and the examples without it (labels there are all ignored).
+
+    The prefix is found in the prompts (``prompts.shared_prefix``), so a new system prompt or template moves it.
+    """
+    prompts = [ex["input_ids"][:ex["labels"].count(IGNORE_INDEX)] for ex in examples]
+    prefix = shared_prefix(prompts) if examples else []
+    cut = len(prefix)
+    return prefix, [{key: values[cut:] for key, values in ex.items()} for ex in examples]
+
+
+def shares_prefix(cfg: Config) -> bool:
+    """Shared-prefix training needs one process (DDP allows one forward per backward) and a KV cache
+    (gradient checkpointing turns caching off)."""
+    return cfg.train.share_prefix and cfg.train.num_processes == 1 and not cfg.train.gradient_checkpointing
+
+
 def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
     """Prepare the 4-bit model for training and add LoRA; seeded first so the init repeats."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -69,10 +87,12 @@ def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
     return get_peft_model(model, lora)
 
 
-def run_fingerprint(cfg: Config, train_path: Path, model_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: every param and input the training depends on."""
+def run_fingerprint(cfg: Config, train_path: Path, model_dir: Path, compute_dtype: str) -> str:
+    """What a checkpoint must match to be resumed: every param and input the training depends on, and the
+    compute dtype ``quant.compute_dtype: auto`` resolved to on this machine."""
     digest = hashlib.sha256()
     payload = {k: cfg.to_dict()[k] for k in ("model", "data", "prompt", "quant", "lora", "train")}
+    payload["resolved_compute_dtype"] = compute_dtype
     digest.update(json.dumps(payload, sort_keys=True).encode())
     digest.update(train_path.read_bytes())
     digest.update((model_dir / "config.json").read_bytes())
@@ -114,16 +134,21 @@ class LeftPadCollator:
 
     Left padding lets the loss ask the model for logits of the last few positions only
     (``logits_to_keep``); on a 49k vocabulary that is most of the cost of a full-sequence head.
+    With ``prefix_len`` (features stripped of a shared prefix, see :func:`split_shared_prefix`), the attention
+    mask also covers the prefix, which the trainer supplies as a KV cache, and positions start after it.
     """
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, prefix_len: int = 0):
         self.pad_token_id = pad_token_id
+        self.prefix_len = prefix_len
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         ids = [f["input_ids"] for f in features]
         mask = attention_mask(ids)
-        return {"input_ids": left_pad(ids, self.pad_token_id), "attention_mask": mask,
-                "labels": left_pad([f["labels"] for f in features], IGNORE_INDEX), "position_ids": position_ids(mask)}
+        prefix_mask = torch.ones(len(ids), self.prefix_len, dtype=mask.dtype)
+        return {"input_ids": left_pad(ids, self.pad_token_id), "attention_mask": torch.cat([prefix_mask, mask], 1),
+                "labels": left_pad([f["labels"] for f in features], IGNORE_INDEX),
+                "position_ids": position_ids(mask) + self.prefix_len}
 
 
 def answer_window_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
@@ -143,6 +168,28 @@ def answer_window_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_
     return total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
 
 
+def prefix_kv_cache(model: torch.nn.Module, prefix: list[int], batch_size: int):
+    """The shared prefix's KV cache, computed once (with gradients) and repeated to the batch.
+
+    Autograd sums every row's gradient through the repeat, so loss and LoRA gradients equal the unshared
+    computation up to float rounding (tests/test_finetune.py pins it). With lora.dropout > 0 the prefix
+    positions of one batch share a dropout mask.
+    """
+    device = next(model.parameters()).device
+    cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).cache
+    cache.batch_repeat_interleave(batch_size)
+    return cache
+
+
+def answer_window_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor], answer_window: int,
+                          prefix: list[int]):
+    """The model's output with logits for the last ``answer_window + 1`` positions of a :class:`LeftPadCollator`
+    batch (no labels); with a ``prefix`` the batch holds the rows after it and the prefix runs once."""
+    if prefix:
+        inputs = {**inputs, "cache": prefix_kv_cache(model, prefix, len(inputs["input_ids"])), "use_cache": True}
+    return model(**inputs, logits_to_keep=answer_window + 1)
+
+
 class AnswerOnlyTrainer(Trainer):
     """Trainer whose loss reads logits only where answer tokens are predicted (see :func:`answer_window_loss`).
 
@@ -153,13 +200,14 @@ class AnswerOnlyTrainer(Trainer):
     ``num_processes`` factor below undoes, as ``Trainer.compute_loss`` does.
     """
 
-    def __init__(self, *args, answer_window: int, **kwargs):
+    def __init__(self, *args, answer_window: int, prefix: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.answer_window = answer_window
+        self.prefix = prefix or []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        outputs = model(**inputs, logits_to_keep=self.answer_window + 1)
+        outputs = answer_window_forward(model, inputs, self.answer_window, self.prefix)
         loss = answer_window_loss(outputs.logits[:, :-1], labels, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes
@@ -192,7 +240,8 @@ class DVCLiveCurves(TrainerCallback):
         self.live.end()
 
 
-def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) -> TrainingArguments:
+def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device, compute_dtype: str
+                       ) -> TrainingArguments:
     train = cfg.train
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -212,7 +261,7 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device) 
         data_seed=train.seed,
         # Shuffled either way; grouping by length puts similar lengths in a batch, so less padding.
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
-        bf16=device.type == "cuda" and cfg.quant.compute_dtype == "bfloat16",
+        bf16=device.type == "cuda" and compute_dtype == "bfloat16",
         use_cpu=device.type == "cpu",
         report_to=[],
         include_num_input_tokens_seen="non_padding",
@@ -264,20 +313,23 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     rows = atomic.read_jsonl(train_path)
     tokenizer = load_tokenizer(model_dir)
     examples, too_long = build_examples(cfg, tokenizer, rows)
-    fingerprint = run_fingerprint(cfg, train_path, model_dir)
+    compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
+    prefix, examples = split_shared_prefix(examples) if shares_prefix(cfg) else ([], examples)
+    fingerprint = run_fingerprint(cfg, train_path, model_dir, compute_dtype)
     is_main_process = int(os.environ.get("RANK", "0")) == 0
     checkpoint = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
     resume = checkpoint is not None
     set_seed(cfg.train.seed)
-    model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device))
+    model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device, compute_dtype))
     total, trainable, _ = count_parameters(model)
     trainer = AnswerOnlyTrainer(
         model=model,
-        args=training_arguments(cfg, checkpoint_dir, device),
+        args=training_arguments(cfg, checkpoint_dir, device, compute_dtype),
         train_dataset=Dataset.from_list(examples),
-        data_collator=LeftPadCollator(tokenizer.pad_token_id),
+        data_collator=LeftPadCollator(tokenizer.pad_token_id, len(prefix)),
         callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process else [],
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
+        prefix=prefix,
     )
     clock = Stopwatch()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -308,6 +360,8 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
             "train_loss_mean": round(float(result.training_loss), 5),
             "final_loss": round(float(losses[-1]), 5) if losses else None,
             "device": str(device),
+            "compute_dtype": compute_dtype,
+            "shared_prefix_tokens": len(prefix),
         }
         write_model_card(tmp, cfg, metrics, base_info)
     atomic.write_json(metrics_path, metrics)

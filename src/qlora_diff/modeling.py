@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from qlora_diff.config import Config
 from qlora_diff.errors import ConfigError, ModelFileError
+from qlora_diff.runtime import resolve_compute_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -69,14 +70,14 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def bnb_config(cfg: Config) -> BitsAndBytesConfig | None:
+def bnb_config(cfg: Config, compute_dtype: str) -> BitsAndBytesConfig | None:
     if not cfg.quant.load_in_4bit:
         return None
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=cfg.quant.quant_type,
         bnb_4bit_use_double_quant=cfg.quant.double_quant,
-        bnb_4bit_compute_dtype=DTYPES[cfg.quant.compute_dtype],
+        bnb_4bit_compute_dtype=DTYPES[compute_dtype],
     )
 
 
@@ -121,15 +122,21 @@ def flatten_output_projection(model: torch.nn.Module) -> None:
     head.forward = forward
 
 
-def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """Load ``model_dir`` with the params' quantization on ``device`` (safetensors only, no remote code)."""
+def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device, compute_dtype: str | None = None
+                   ) -> torch.nn.Module:
+    """Load ``model_dir`` with the params' quantization on ``device`` (safetensors only, no remote code).
+
+    ``compute_dtype`` (``float32`` or ``bfloat16``) defaults to the fine-tune's ``quant.compute_dtype``, resolved
+    for ``device``; evaluation passes its own (``eval.compute_dtype``).
+    """
+    compute_dtype = compute_dtype or resolve_compute_dtype(cfg.quant.compute_dtype, device)
     check_model_dir(model_dir)
-    quantization = bnb_config(cfg)
+    quantization = bnb_config(cfg, compute_dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir,
             quantization_config=quantization,
-            dtype=DTYPES[cfg.quant.compute_dtype],
+            dtype=DTYPES[compute_dtype],
             device_map={"": device},
             use_safetensors=True,
             trust_remote_code=False,

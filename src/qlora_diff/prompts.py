@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from transformers import PreTrainedTokenizerBase
 
 from qlora_diff.config import Config
@@ -45,3 +48,13 @@ def answer_token_ids(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> dict[st
         label: tokenizer(answer_suffix(cfg, tokenizer, label).rstrip("\n"), add_special_tokens=False).input_ids
         for label in cfg.data.labels
     }
+
+
+def shared_prefix(encoded: Sequence[list[int]]) -> list[int]:
+    """The token prefix common to every prompt (system prompt, template head), leaving each prompt >= 1 token.
+
+    Found from the prompts themselves, so it follows any change of ``prompt.system`` or ``prompt.template``;
+    scoring and fine-tuning run it once per batch instead of once per row.
+    """
+    prefix = os.path.commonprefix(list(encoded))
+    return prefix[:min(len(ids) for ids in encoded) - 1]

@@ -49,6 +49,7 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
         ["macro-F1", *both("macro_f1")],
         ["chance / majority class", f"{_pct(base.get('chance_accuracy'))} / {_pct(base.get('majority_class_accuracy'))}",
          ""],
+        ["eval compute dtype", *both("compute_dtype")],
         ["eval seconds", *both("seconds")],
         ["eval examples/s", *both("examples_per_second")],
         ["eval peak memory GB", *both("peak_memory_gb")],
@@ -290,6 +291,8 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
         f"{finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} rows, "
         f"{finetune.get('parameters_trainable', 0):,} trainable parameters ({finetune.get('trainable_percent', 'n/a')}%), "
         f"final loss {finetune.get('final_loss', 'n/a')}, {finetune.get('seconds', 'n/a')} s, "
-        f"peak memory {finetune.get('peak_memory_gb', 'n/a')} GB.", "",
+        f"peak memory {finetune.get('peak_memory_gb', 'n/a')} GB; compute dtype "
+        f"{finetune.get('compute_dtype', 'n/a')} on {finetune.get('device', 'n/a')}, "
+        f"{finetune.get('shared_prefix_tokens', 0)} shared prompt-prefix tokens run once per batch.", "",
     ]
     return "\n".join(parts + [sections[name] for name in sets])

@@ -21,6 +21,33 @@ def select_device(cfg: Config) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
 
 
+# /proc/cpuinfo flags of x86 CPUs that run bf16 matmuls natively (Zen 4+, Cooper Lake, Sapphire Rapids+).
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware on ``device``; elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_compute_dtype(requested: str, device: torch.device) -> str:
+    """``auto`` -> ``bfloat16`` where bf16 matmuls are native on ``device``, else ``float32``; others unchanged."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if native_bf16(device) else "float32"
+
+
 def configure_threads(cfg: Config) -> None:
     if cfg.runtime.threads > 0:
         torch.set_num_threads(cfg.runtime.threads)

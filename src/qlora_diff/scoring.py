@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from qlora_diff.errors import OutOfMemory
 from qlora_diff.padding import attention_mask, left_pad, position_ids
 from qlora_diff.progress import show_progress
+from qlora_diff.prompts import shared_prefix
 
 T = TypeVar("T")
 
@@ -79,12 +79,6 @@ class _AnswerTree:
     def visible(self) -> torch.Tensor:
         """(C, C) which block tokens each block token attends to: its own label's, up to itself."""
         return (self.label[:, None] == self.label[None, :]) & (self.step[None, :] <= self.step[:, None])
-
-
-def shared_prefix(encoded: Sequence[list[int]]) -> list[int]:
-    """The token prefix common to every prompt (system prompt, template head), leaving each prompt >= 1 token."""
-    prefix = os.path.commonprefix(list(encoded))
-    return prefix[:min(len(ids) for ids in encoded) - 1]
 
 
 def _attention_bias(mask: torch.Tensor, prefix_len: int, tree: _AnswerTree, dtype: torch.dtype) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""Which compute dtype each stage runs in: ``auto`` follows the hardware, explicit values never change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_params
+from qlora_diff import runtime
+from qlora_diff.config import parse_config
+from qlora_diff.evaluate import load_for_eval
+from qlora_diff.modeling import load_causal_lm
+from qlora_diff.runtime import resolve_compute_dtype
+
+CPU = torch.device("cpu")
+ZEN4 = {"avx2", "avx512f", "avx512_bf16"}
+SAPPHIRE_RAPIDS = {"avx2", "avx512f", "amx_bf16", "amx_tile"}
+XEON_WITHOUT_BF16 = {"avx2", "avx512f", "avx512_vnni"}
+
+
+@pytest.mark.parametrize("flags, expected", [(ZEN4, "bfloat16"), (SAPPHIRE_RAPIDS, "bfloat16"),
+                                             (XEON_WITHOUT_BF16, "float32"), (set(), "float32")])
+def test_auto_is_bf16_only_on_cpus_with_native_bf16_matmuls(monkeypatch, flags, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert resolve_compute_dtype("auto", CPU) == expected
+
+
+@pytest.mark.parametrize("flags", [ZEN4, XEON_WITHOUT_BF16])
+def test_explicit_dtypes_are_kept_on_any_cpu(monkeypatch, flags):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert resolve_compute_dtype("float32", CPU) == "float32"
+    assert resolve_compute_dtype("bfloat16", CPU) == "bfloat16"
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_on_cuda_asks_for_native_bf16(monkeypatch, native, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: asked.append(including_emulation) or native)
+    assert resolve_compute_dtype("auto", torch.device("cuda", 0)) == expected
+    assert asked == [False], "emulated bf16 must not count as native"
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo():
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    first = next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split()
+    assert set(first) <= runtime.cpu_flags() and "fpu" in runtime.cpu_flags()
+
+
+def test_finetune_follows_the_hardware_and_evaluation_keeps_float32(monkeypatch, tiny_model_dir):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: ZEN4)
+    cfg = parse_config(tiny_params(quant={"compute_dtype": "auto"}))  # eval.compute_dtype: float32 by default
+    assert cfg.eval.compute_dtype == "float32"
+    trained = load_causal_lm(tiny_model_dir, cfg, CPU)
+    evaluated = load_for_eval(cfg, tiny_model_dir, None)
+    assert trained.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert evaluated.get_input_embeddings().weight.dtype == torch.float32
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
+    assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32
