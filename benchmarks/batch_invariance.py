@@ -3,7 +3,7 @@ and 64, for the base model and the adapter, in fp32 compute (today's default) an
 against batch size 16, the largest log-probability gap (the noise floor that `report.near_tie_margin` must clear),
 and throughput, all in one run so the ratios compare like with like.
 
-Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200]   (after `dvc repro`)
+Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter]   (after `dvc repro`)
 bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample.
 Measure on a quiet machine: nothing else running.
 """
@@ -16,6 +16,7 @@ from common import ADAPTER_DIR, rows, score, write_results
 
 BATCH_SIZES = (16, 1, 7, 64)  # 16 (today's eval.batch_size) first: the reference
 REFERENCE = 16
+MODELS = {"base": None, "adapter": ADAPTER_DIR}
 
 
 def argmax(scores: list[float]) -> int:
@@ -26,10 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1000, help="rows scored in fp32 (the default compute dtype)")
     parser.add_argument("--bf16-rows", type=int, default=200, help="rows scored in bf16 (0: skip)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="which models to score (the base model's rows only change with the base model)")
     args = parser.parse_args()
     sizes = {"float32": len(rows(args.rows)), "bfloat16": len(rows(args.bf16_rows))}
     results = []
-    for name, adapter_dir in [("base", None), ("adapter", ADAPTER_DIR)]:
+    for name in args.models:
+        adapter_dir = MODELS[name]
         for dtype, count in sizes.items():
             if count == 0:
                 continue
@@ -49,7 +53,7 @@ def main() -> None:
     notes = ["the first rows of data/prepared/eval/snli.jsonl (the default SNLI sample), loglik scoring, NF4 weights",
              f"flips and gaps are against eval.batch_size={REFERENCE} in the same compute dtype",
              "examples/s: scoring only (model loading excluded); compare rows of one run as ratios"]
-    for name in ("base", "adapter"):
+    for name in args.models:
         rate = {r["compute dtype"]: r["examples/s"] for r in results
                 if r["model"] == name and r["eval.batch_size"] == REFERENCE}
         if len(rate) == 2:

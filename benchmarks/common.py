@@ -44,7 +44,7 @@ def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int, count: 
     from qlora_diff.prompts import answer_token_ids
     from qlora_diff.scoring import encode_prompts, label_logprobs
 
-    cfg = config(runtime={"device": "cpu"}, quant={"compute_dtype": compute_dtype})
+    cfg = config(runtime={"device": "cpu"}, eval={"compute_dtype": compute_dtype})
     tokenizer = load_tokenizer(MODEL_DIR)
     model = load_for_eval(cfg, MODEL_DIR, adapter_dir)
     encoded = encode_prompts(tokenizer, [r["prompt"] for r in rows(count)])

@@ -43,8 +43,10 @@ def output_hashes(lock_text: str) -> dict[str, str]:
     return {out["path"]: out.get("md5", "") for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def without_timing(text: str) -> dict:
-    return {k: v for k, v in json.loads(text).items() if k not in TIMING_FIELDS}
+def without_timing(text: str):
+    """A metrics file's content without its timing fields (plot data, a JSON list, as it is)."""
+    content = json.loads(text)
+    return {k: v for k, v in content.items() if k not in TIMING_FIELDS} if isinstance(content, dict) else content
 
 
 def irreproducible_outputs(clone: Path) -> list[str]:

@@ -39,8 +39,9 @@ def test_counts_are_exact():
 
 
 def test_mcnemar_matches_known_value():
-    assert mcnemar_exact_p(10, 2) == pytest.approx(0.0386, abs=1e-4)
-    assert mcnemar_exact_p(2, 10) == pytest.approx(0.0386, abs=1e-4)
+    # 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert mcnemar_exact_p(10, 2) == pytest.approx(158 / 4096, rel=1e-9)
+    assert mcnemar_exact_p(2, 10) == pytest.approx(158 / 4096, rel=1e-9)
     assert mcnemar_exact_p(0, 0) == 1.0
     assert mcnemar_exact_p(5, 5) == pytest.approx(1.0)
 
@@ -153,9 +154,9 @@ def test_headline_says_when_the_adapter_does_not_beat_the_majority_class():
 
 def test_accuracy_by_phenomenon_and_gold_label():
     """Planted: phenomenon A's entailed half is corrected (10 rows), its neutral half regressed (10 rows);
-    phenomenon B does not move. By phenomenon A nets to zero; split by gold label, both halves stand out."""
-    from scipy.stats import false_discovery_control
-
+    phenomenon B does not move. By phenomenon A nets to zero; split by gold label, both halves stand out:
+    McNemar p = 2 * 0.5**10 for each A half and 1 for each B half, so BH over the 4 groups gives
+    q = 4/2 * 2 * 0.5**10 = 0.00390625 for both A halves and 1 for both B halves."""
     base, adapter = [], []
     plan = [("A", "entailment", False, True)] * 10 + [("A", "neutral", True, False)] * 10 + \
            [("B", "entailment", True, True)] * 6 + [("B", "neutral", False, False)] * 4
@@ -171,9 +172,10 @@ def test_accuracy_by_phenomenon_and_gold_label():
     assert set(split) == {"A / entailment", "A / neutral", "B / entailment", "B / neutral"}
     assert (split["A / entailment"]["corrected"], split["A / entailment"]["accuracy_delta"]) == (10, 1.0)
     assert (split["A / neutral"]["regressed"], split["A / neutral"]["accuracy_delta"]) == (10, -1.0)
-    assert split["A / neutral"]["p_value"] == pytest.approx(mcnemar_exact_p(0, 10))
-    rows = comparison.by_phenomenon_and_gold
-    assert [r["q_value"] for r in rows] == pytest.approx(list(false_discovery_control([r["p_value"] for r in rows])))
+    assert split["A / neutral"]["p_value"] == pytest.approx(2 * 0.5**10, rel=1e-9)
+    assert split["A / entailment"]["p_value"] == pytest.approx(2 * 0.5**10, rel=1e-9)
+    assert {group: row["q_value"] for group, row in split.items()} == pytest.approx(
+        {"A / entailment": 0.00390625, "A / neutral": 0.00390625, "B / entailment": 1.0, "B / neutral": 1.0})
     assert comparison.metrics()["by_phenomenon"]["B"] == {"rows": 10, "base_accuracy": 0.6, "adapter_accuracy": 0.6,
                                                           "accuracy_delta": 0.0, "q_value": 1.0}
     markdown = render(cfg, "snli", base, adapter)

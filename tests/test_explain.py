@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import false_discovery_control, fisher_exact
 
 from qlora_diff.compare import category, compare, join_predictions, pick_examples
 from qlora_diff.config import parse_config
@@ -93,19 +92,21 @@ def test_random_flips_state_findings_in_at_most_10_of_100_null_runs():
     assert runs_with_findings <= 10, runs_with_findings
 
 
-def test_fisher_and_bh_values_equal_scipys():
-    pairs, slice_rows = planted_run()
-    members = slice_members(pairs, attach_features(pairs, slice_rows, "planted"))
-    categories = [category(b["correct"], a["correct"]) for b, a in pairs]
-    tests = over_representation(categories, members, min_rows=10)
-    for test in tests:
-        in_slice = members[(test["feature"], test["value"])]
-        a = sum(categories[i] == test["category"] for i in in_slice)
-        n_category = categories.count(test["category"])
-        table = [[a, n_category - a], [len(in_slice) - a, len(categories) - n_category - len(in_slice) + a]]
-        assert test["p_value"] == fisher_exact(table, alternative="greater").pvalue
-    expected_q = false_discovery_control([t["p_value"] for t in tests], method="bh")
-    assert [t["q_value"] for t in tests] == list(expected_q)
+def test_fisher_and_bh_values_on_a_pinned_table():
+    """10 rows, 4 regressed (rows 0-2 and 5); the slice holds rows 0-4. Regressed x in-slice is [[3, 1], [2, 4]]:
+    one-sided Fisher p = P(X >= 3), X ~ hypergeometric(10 rows, 5 in the slice, 4 regressed)
+    = (C(5,3) C(5,1) + C(5,4) C(5,0)) / C(10,4) = 55/210; out of the slice P(X >= 1) = 1 - C(5,4)/C(10,4) = 205/210.
+    BH over these 2 tests: q = min(2 * 55/210, 205/210) = 110/210 and 205/210."""
+    categories = ["regressed"] * 3 + ["still_right"] * 2 + ["regressed"] + ["still_right"] * 4
+    members = {("negation_in_hypothesis", "yes"): [0, 1, 2, 3, 4], ("negation_in_hypothesis", "no"): [5, 6, 7, 8, 9]}
+    tests = {t["value"]: t for t in over_representation(categories, members, min_rows=1)}
+    assert set(tests) == {"yes", "no"} and all(t["category"] == "regressed" for t in tests.values())
+    assert (tests["yes"]["both"], tests["yes"]["category_rows"], tests["yes"]["slice_rows"]) == (3, 4, 5)
+    assert tests["yes"]["p_value"] == pytest.approx(55 / 210, rel=1e-9)
+    assert tests["no"]["p_value"] == pytest.approx(205 / 210, rel=1e-9)
+    assert tests["yes"]["lift"] == pytest.approx((3 / 4) / (5 / 10))
+    assert tests["yes"]["q_value"] == pytest.approx(110 / 210, rel=1e-9)
+    assert tests["no"]["q_value"] == pytest.approx(205 / 210, rel=1e-9)
 
 
 def test_nothing_stands_out_is_said_when_nothing_passes():

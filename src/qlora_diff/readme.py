@@ -126,7 +126,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "explanations": explanations,
     "calibration": calibration,
     **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone",
-                                          "batch_invariance", "html_report")},
+                                          "batch_invariance", "html_report", "dtype_agreement")},
 }
 
 
