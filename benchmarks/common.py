@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,18 @@ def cpu_model() -> str:
 def machine() -> dict:
     return {"cpu": cpu_model(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def clone_repo(directory: Path, cache_dir: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """A `git clone` of this checkout's HEAD in ``directory`` (optionally on the DVC cache ``cache_dir``), and the
+    environment its stages run in: this interpreter's `python` and `dvc` on PATH, the clone's own `src/` first."""
+    clone = directory / "repo"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(clone / "src")}
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    if cache_dir is not None:
+        subprocess.run(["dvc", "cache", "dir", "--local", str(cache_dir.resolve())], cwd=clone, check=True)
+    return clone, env
 
 
 def write_results(name: str, title: str, rows_out: list[dict], notes: list[str]) -> None:

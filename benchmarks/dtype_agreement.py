@@ -12,13 +12,12 @@ Run: python benchmarks/dtype_agreement.py   (after `dvc repro`, whose fine-tune 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, config, write_results
+from common import REPO, clone_repo, config, write_results
 from qlora_diff import atomic
 from qlora_diff.runs import align, difference
 
@@ -35,11 +34,7 @@ def main() -> None:
     cfg = config()
     results = []
     with tempfile.TemporaryDirectory(prefix="fp32-train-") as tmp:
-        clone = Path(tmp) / "repo"
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": str(clone / "src")}
-        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-        subprocess.run(["dvc", "cache", "dir", "--local", str(REPO / ".dvc/cache")], cwd=clone, check=True)
+        clone, env = clone_repo(Path(tmp), REPO / ".dvc/cache")
         subprocess.run(["dvc", "checkout"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["dvc", "exp", "run", "-S", "quant.compute_dtype=float32"], cwd=clone, env=env, check=True,
                        stdout=subprocess.DEVNULL)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO, write_results
+from common import REPO, clone_repo, write_results
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "peak_memory_gb",
@@ -104,14 +103,9 @@ def main() -> None:
     if args.cache_dir is not None and args.cache_dir.exists() and any(args.cache_dir.iterdir()):
         sys.exit(f"--cache-dir {args.cache_dir} is not empty: the measurement needs an empty cache")
     with tempfile.TemporaryDirectory(prefix="fresh-clone-") as tmp:
-        clone = Path(tmp) / "repo"
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": str(clone / "src")}
-        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        clone, env = clone_repo(Path(tmp), args.cache_dir)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        if args.cache_dir is not None:
-            subprocess.run(["dvc", "cache", "dir", "--local", str(args.cache_dir.resolve())], cwd=clone, check=True)
         wall, stages = timed_stages(["dvc", "repro"], clone, env)
         differing = irreproducible_outputs(clone)
         if args.cache_dir is not None:

@@ -65,6 +65,8 @@ def test_mismatched_runs_name_the_set_and_the_first_mismatched_id():
         align("snli", a, b)
     with pytest.raises(InputError, match=r"first mismatch: id 'r0004' only in B"):
         align("snli", a[:4], b[:2] + a[2:5])
+    with pytest.raises(InputError, match=r"eval set 'snli' of B:2: duplicated id 'r0000'"):
+        align("snli", a, [a[0], a[0]] + a[2:])
     with pytest.raises(InputError, match=r"eval set 'challenge' exists only in one run \(not in B\)"):
         compare_runs({"snli": a, "challenge": a}, {"snli": a}, CFG)
     with pytest.raises(InputError, match=r"id 'r0000' has gold 'entailment' in A but 'neutral' in B"):

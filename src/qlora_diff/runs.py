@@ -19,7 +19,7 @@ import numpy as np
 from tabulate import tabulate
 
 from qlora_diff import atomic
-from qlora_diff.compare import mcnemar_exact_p, paired_bootstrap_ci
+from qlora_diff.compare import index_predictions, mcnemar_exact_p, paired_bootstrap_ci
 from qlora_diff.config import Config, load_config
 from qlora_diff.errors import InputError
 
@@ -66,11 +66,11 @@ class RunDifference:
 def align(set_name: str, rows_a: list[dict], rows_b: list[dict], name_a: str = "A", name_b: str = "B"
           ) -> list[tuple[dict, dict]]:
     """Rows of both runs paired by id, in A's order; the runs must have scored exactly the same rows."""
-    by_id_b = {row["id"]: row for row in rows_b}
-    ids_a = {row["id"] for row in rows_a}
+    by_id_a = index_predictions(rows_a, f"eval set '{set_name}' of {name_a}")  # ids present and unique
+    by_id_b = index_predictions(rows_b, f"eval set '{set_name}' of {name_b}")
     only_a = next((row["id"] for row in rows_a if row["id"] not in by_id_b), None)
-    only_b = next((row["id"] for row in rows_b if row["id"] not in ids_a), None)
-    if only_a is not None or only_b is not None or len(rows_a) != len(rows_b):
+    only_b = next((row["id"] for row in rows_b if row["id"] not in by_id_a), None)
+    if only_a is not None or only_b is not None:
         first = f"id {only_a!r} only in {name_a}" if only_a is not None else f"id {only_b!r} only in {name_b}"
         raise InputError(f"eval set '{set_name}': {name_a} and {name_b} scored different rows ({len(rows_a)} vs "
                          f"{len(rows_b)}); first mismatch: {first}. Compare runs with the same eval_sets.{set_name}.")
