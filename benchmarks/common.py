@@ -76,7 +76,10 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_model(), "threads": torch.get_num_threads(),
+    """What a result depends on: CPU (and whether it runs bf16 matmuls natively), threads, torch, CUDA."""
+    from qlora_diff.runtime import native_bf16
+
+    return {"cpu": cpu_model(), "native_bf16": native_bf16(torch.device("cpu")), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 
 

@@ -9,7 +9,7 @@ Measure on a quiet machine: nothing else running.
 Then, in the same clone, times one experiment (`dvc exp run -S lora.r=8` by default: finetune, adapter evaluations,
 compare, report), as a user changing one knob would.
 
-Run: python benchmarks/repro_fresh_clone.py [--cache-dir DIR] [--experiment lora.r=8]
+Run: python benchmarks/repro_fresh_clone.py [--cache-dir DIR] [--experiment lora.r=8] [--label CLASS]
 (--cache-dir: an empty DVC cache the clone fills and keeps, e.g. this checkout's .dvc/cache; this checkout then takes
 the clone's dvc.lock, metrics and reports and `dvc checkout`s the rest, before the experiment runs; the default is the
 clone's own cache, deleted with it.)
@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="an empty DVC cache for the clone to fill and keep")
     parser.add_argument("--experiment", default="lora.r=8",
                         help="then time `dvc exp run -S EXPERIMENT` in the clone ('' to skip)")
+    parser.add_argument("--label", default="",
+                        help="machine class of this run: results go to repro_fresh_clone_LABEL.{json,md}")
     args = parser.parse_args()
     if args.cache_dir is not None and args.cache_dir.exists() and any(args.cache_dir.iterdir()):
         sys.exit(f"--cache-dir {args.cache_dir} is not empty: the measurement needs an empty cache")
@@ -124,7 +126,7 @@ def main() -> None:
              f"outputs rebuilt with the committed content (dvc.lock hashes; metrics JSON without timing fields; "
              f"Markdown reports, which quote timings, not compared): "
              f"{'all' if not differing else 'not ' + ', '.join(differing)}"]
-    write_results("repro_fresh_clone", "dvc repro in a fresh clone", rows, notes)
+    write_results("_".join(filter(None, ["repro_fresh_clone", args.label])), "dvc repro in a fresh clone", rows, notes)
     if differing:
         sys.exit(f"the fresh clone rebuilt different outputs: {', '.join(differing)}")
 
