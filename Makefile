@@ -3,7 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
-export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup repro test benchmark clean
 
@@ -20,8 +19,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 # `dvc plots show/diff` offline: DVC's HTML template with vega inlined from vl-convert (.dvc/config names it).
-$(OFFLINE_PLOTS): $(VENV)/.installed src/qlora_diff/offline_plots.py src/qlora_diff/templates/dvc_plots.html
-	$(BIN)/python -m qlora_diff.offline_plots --out $@
+$(OFFLINE_PLOTS): $(VENV)/.installed src/qlora_diff/tools/offline_plots.py src/qlora_diff/tools/templates/dvc_plots.html
+	$(BIN)/python -m qlora_diff.tools.offline_plots --out $@
 
 repro: setup
 	$(BIN)/dvc repro
@@ -29,7 +28,7 @@ repro: setup
 test: setup
 	# The page tests drive Debian's chromium; install it when missing (root), as the tests themselves would.
 	bash tests/install_browser.sh
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 benchmark: setup
 	$(BIN)/python benchmarks/eval_throughput.py

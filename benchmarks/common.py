@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from qlora_diff import atomic  # noqa: E402
-from qlora_diff.config import Config, load_config, parse_config  # noqa: E402
+from qlora_diff.core.config import Config, load_config, parse_config  # noqa: E402
 
 MODEL_DIR = REPO / "models" / "base"
 ADAPTER_DIR = REPO / "models" / "adapter"
@@ -41,14 +41,14 @@ def rows(count: int) -> list[dict]:
 def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int, count: int) -> tuple[list[list[float]], float]:
     """Label log-probabilities of the first ``count`` eval rows (NF4 weights, CPU) and the scoring seconds
     (model loading excluded)."""
-    from qlora_diff.evaluate import load_for_eval
-    from qlora_diff.modeling import load_tokenizer
-    from qlora_diff.prompts import answer_token_ids
-    from qlora_diff.scoring import encode_prompts, label_logprobs
+    from qlora_diff.model.evaluate import load_for_eval
+    from qlora_diff.model.modeling import load_tokenizer
+    from qlora_diff.data.prompts import answer_token_ids
+    from qlora_diff.model.scoring import encode_prompts, label_logprobs
 
     cfg = config(runtime={"device": "cpu"}, eval={"compute_dtype": compute_dtype})
     tokenizer = load_tokenizer(MODEL_DIR)
-    model = load_for_eval(cfg, MODEL_DIR, adapter_dir)
+    model, _ = load_for_eval(cfg, MODEL_DIR, adapter_dir)
     encoded = encode_prompts(tokenizer, [r["prompt"] for r in rows(count)])
     start = time.perf_counter()
     scores = label_logprobs(model, tokenizer, encoded, answer_token_ids(cfg, tokenizer), batch_size)
@@ -77,7 +77,7 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """What a result depends on: CPU (and whether it runs bf16 matmuls natively), threads, torch, CUDA."""
-    from qlora_diff.runtime import native_bf16
+    from qlora_diff.core.runtime import native_bf16
 
     return {"cpu": cpu_model(), "native_bf16": native_bf16(torch.device("cpu")), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.cuda.is_available()}

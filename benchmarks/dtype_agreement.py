@@ -2,7 +2,7 @@
 bf16 matmuls and in fp32 elsewhere, so two machine classes train different adapters. This fine-tunes the committed
 params once more with `quant.compute_dtype=float32` on this machine (in a clone sharing this checkout's DVC cache, so
 only the fine-tune, the adapter's evaluations and their reports rerun) and compares the adapter's predictions on
-every evaluation set with this checkout's through `qlora_diff.runs` (the two-run comparison): rows whose prediction
+every evaluation set with this checkout's through `qlora_diff.analysis.runs` (the two-run comparison): rows whose prediction
 differs, both accuracies, the paired difference with a paired-bootstrap CI and the exact McNemar p. The base model's predictions (fp32 evaluation either way) must
 not differ at all.
 
@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from common import REPO, clone_repo, config, write_results
-from qlora_diff import atomic
-from qlora_diff.runs import align, difference
+from qlora_diff.core import atomic
+from qlora_diff.analysis.runs import align, difference
 
 
 def predictions(root: Path, set_name: str, model: str) -> list[dict]:

@@ -1,17 +1,16 @@
 """Stage base_model: write models/base (HF checkpoint) and models/base.json from params `model`."""
 
-from pathlib import Path
-
-from qlora_diff.cli import run_stage
-from qlora_diff.config import Config
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core import paths
+from qlora_diff.core.config import Config
 
 
 def main(cfg: Config) -> None:
-    from qlora_diff.base_model import build_base_model
+    from qlora_diff.model.base_model import build_base_model
 
-    info = build_base_model(cfg, Path("models/base"), Path("models/base.json"))
-    print(f"base model: {info['source']} {info['path']} -> models/base ({info['parameters']:,} parameters)")
+    info = build_base_model(cfg, paths.BASE_MODEL, paths.BASE_MODEL_INFO)
+    print(f"base model: {info['source']} {info['path']} -> {paths.BASE_MODEL} ({info['parameters']:,} parameters)")
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__)
+    run_stage(main, __doc__, downloads=lambda cfg: cfg.model.source == "hub")

@@ -3,23 +3,22 @@
 Usage: python stages/evaluate.py base|adapter SET [--params params.yaml]
 """
 
-from pathlib import Path
-
-from qlora_diff.cli import run_stage
-from qlora_diff.config import Config
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core import paths
+from qlora_diff.core.config import Config
 
 
 def main(cfg: Config, which: str, eval_set: str) -> None:
-    from qlora_diff.evaluate import evaluate
+    from qlora_diff.model.evaluate import evaluate
 
     metrics = evaluate(
         cfg, eval_set,
-        model_dir=Path("models/base"),
-        adapter_dir=Path("models/adapter") if which == "adapter" else None,
-        eval_path=Path(f"data/prepared/eval/{eval_set}.jsonl"),
-        predictions_path=Path(f"reports/predictions/{eval_set}/{which}.jsonl"),
-        metrics_path=Path(f"metrics/eval/{eval_set}/{which}.json"),
-        confusion_path=Path(f"reports/plots/{eval_set}/confusion_{which}.json"),
+        model_dir=paths.BASE_MODEL,
+        adapter_dir=paths.ADAPTER if which == "adapter" else None,
+        eval_path=paths.eval_rows(eval_set),
+        predictions_path=paths.predictions(eval_set, which),
+        metrics_path=paths.eval_metrics(eval_set, which),
+        confusion_path=paths.confusion_plot(eval_set, which),
     )
     print(f"{which} on {eval_set}: accuracy {metrics['accuracy']:.4f} [{metrics['accuracy_ci_low']:.4f}, "
           f"{metrics['accuracy_ci_high']:.4f}] (chance {metrics['chance_accuracy']}, majority class "
@@ -27,4 +26,4 @@ def main(cfg: Config, which: str, eval_set: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, ("which", ("base", "adapter")), ("eval_set", None))
+    run_stage(main, __doc__, ("which", paths.MODELS), ("eval_set", None))

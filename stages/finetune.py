@@ -7,10 +7,9 @@ With train.num_processes > 1 it relaunches itself under torchrun (data parallel;
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-from qlora_diff.cli import run_stage
-from qlora_diff.config import Config
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core import paths
+from qlora_diff.core.config import Config
 
 
 def main(cfg: Config) -> None:
@@ -18,11 +17,11 @@ def main(cfg: Config) -> None:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                   f"--nproc_per_node={cfg.train.num_processes}", __file__, *sys.argv[1:]]
         sys.exit(subprocess.run(launch, check=False).returncode)
-    from qlora_diff.finetune import finetune
+    from qlora_diff.model.finetune import finetune
 
-    metrics = finetune(cfg, model_dir=Path("models/base"), train_path=Path("data/prepared/train.jsonl"),
-                       adapter_dir=Path("models/adapter"), metrics_path=Path("metrics/finetune.json"),
-                       checkpoint_dir=Path("checkpoints/finetune"), live_dir=Path("dvclive"))
+    metrics = finetune(cfg, model_dir=paths.BASE_MODEL, train_path=paths.TRAIN_ROWS, adapter_dir=paths.ADAPTER,
+                       metrics_path=paths.FINETUNE_METRICS, checkpoint_dir=paths.FINETUNE_CHECKPOINTS,
+                       live_dir=paths.LIVE_DIR)
     if metrics:
         print(f"finetune: {metrics['steps']} steps, {metrics['trainable_percent']}% trainable, "
               f"final loss {metrics['final_loss']}, {metrics['seconds']} s")

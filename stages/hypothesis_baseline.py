@@ -1,24 +1,23 @@
-"""Stage hypothesis_baseline: fit the hypothesis-only classifier -> models/hypothesis_only.pkl, metrics/hypothesis_only.json.
+"""Stage hypothesis_baseline: fit the hypothesis-only classifier -> models/hypothesis_baseline.pkl, metrics/hypothesis_baseline.json.
 
 Usage: python stages/hypothesis_baseline.py [--params params.yaml]
 """
 
-from pathlib import Path
-
-from qlora_diff import atomic
-from qlora_diff.cli import run_stage
-from qlora_diff.config import Config
+from qlora_diff.core import atomic
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core import paths
+from qlora_diff.core.config import Config
 
 
 def main(cfg: Config) -> None:
-    from qlora_diff import hypothesis_only
+    from qlora_diff.analysis import hypothesis_baseline
 
-    rows = hypothesis_only.training_rows(cfg, Path("data/prepared/train.jsonl"))
-    model = hypothesis_only.fit(cfg, rows)
-    hypothesis_only.save(model, Path("models/hypothesis_only.pkl"))
+    rows = hypothesis_baseline.training_rows(cfg, paths.TRAIN_ROWS)
+    model = hypothesis_baseline.fit(cfg, rows)
+    hypothesis_baseline.save(model, paths.HYPOTHESIS_MODEL)
     metrics = {"train_rows": cfg.hypothesis_baseline.train_rows, "rows": len(rows),
                "vocabulary": len(model.named_steps["tfidf"].vocabulary_)}
-    atomic.write_json("metrics/hypothesis_only.json", metrics)
+    atomic.write_json(paths.HYPOTHESIS_METRICS, metrics)
     print(f"hypothesis-only baseline: {metrics['rows']} {metrics['train_rows']} rows, {metrics['vocabulary']} n-grams")
 
 

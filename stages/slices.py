@@ -1,29 +1,28 @@
 """Stage slices@<set>: per-row slice features and the hypothesis-only baseline's predictions and metrics.
 
-Writes reports/predictions/<set>/slices.jsonl and metrics/eval/<set>/hypothesis_only.json.
+Writes reports/predictions/<set>/slices.jsonl and metrics/eval/<set>/slices.json (the hypothesis-only baseline's accuracy on the set).
 Usage: python stages/slices.py SET [--params params.yaml]
 """
 
-from pathlib import Path
-
-from qlora_diff import atomic
-from qlora_diff.cli import run_stage
-from qlora_diff.config import Config
-from qlora_diff.metrics import classification_metrics
+from qlora_diff.core import atomic
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core import paths
+from qlora_diff.core.config import Config
+from qlora_diff.analysis.metrics import classification_metrics
 
 
 def main(cfg: Config, eval_set: str) -> None:
-    from qlora_diff import hypothesis_only
+    from qlora_diff.analysis import hypothesis_baseline
 
-    rows = atomic.read_jsonl(Path(f"data/prepared/eval/{eval_set}.jsonl"))
-    slice_rows = hypothesis_only.slice_rows(cfg, eval_set, hypothesis_only.load(Path("models/hypothesis_only.pkl")),
+    rows = atomic.read_jsonl(paths.eval_rows(eval_set))
+    slice_rows = hypothesis_baseline.slice_rows(cfg, eval_set, hypothesis_baseline.load(paths.HYPOTHESIS_MODEL),
                                             rows)
     metrics = classification_metrics([row["label"] for row in rows],
                                      [row["hypothesis_only_prediction"] for row in slice_rows],
                                      cfg.eval_sets[eval_set].labels(cfg.data.labels), cfg.report.confidence)
     metrics = {"eval_set": eval_set, "train_rows": cfg.hypothesis_baseline.train_rows, **metrics}
-    atomic.write_jsonl(f"reports/predictions/{eval_set}/slices.jsonl", slice_rows)
-    atomic.write_json(f"metrics/eval/{eval_set}/hypothesis_only.json", metrics)
+    atomic.write_jsonl(paths.slice_rows(eval_set), slice_rows)
+    atomic.write_json(paths.slice_metrics(eval_set), metrics)
     print(f"{eval_set}: hypothesis-only accuracy {metrics['accuracy']:.1%} "
           f"[{metrics['accuracy_ci_low']:.1%}, {metrics['accuracy_ci_high']:.1%}]")
 

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
-from qlora_diff.calibration import RULES
-from qlora_diff.metrics import classification_metrics
+from qlora_diff.analysis.calibration import RULES, calibration_metrics
+from qlora_diff.analysis.metrics import classification_metrics
+from qlora_diff.core.config import parse_config
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -25,6 +26,16 @@ def prediction(row_id: str, gold: str, predicted: str) -> dict:
 
 HYPOTHESIS_ONLY = {"accuracy": 0.5, "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.7, "chance_accuracy": 0.3333,
                    "majority_class_accuracy": 0.5}
+
+
+def model_metrics(cfg, rows: list[dict]) -> dict:
+    """What an evaluate stage writes for ``rows``: accuracy with its CI, the baselines, per-class, and calibration
+    when the rows have probabilities (eval.method loglik)."""
+    metrics = classification_metrics([r["gold"] for r in rows], [r["prediction"] for r in rows], LABELS,
+                                     cfg.report.confidence)
+    if all(r.get("probs") and "predictions_by_rule" in r for r in rows):
+        metrics["calibration"] = calibration_metrics(rows, LABELS, {label: label for label in LABELS}, cfg.report)
+    return metrics
 
 
 def slice_rows(base: list[dict]) -> list[dict]:
@@ -51,15 +62,10 @@ def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
     predictions.mkdir(parents=True)
     metrics.mkdir(parents=True)
     (predictions / "slices.jsonl").write_text("".join(json.dumps(r) + "\n" for r in slice_rows(base)))
-    (metrics / "hypothesis_only.json").write_text(json.dumps(HYPOTHESIS_ONLY))
+    (metrics / "slices.json").write_text(json.dumps(HYPOTHESIS_ONLY))
     for which, rows in (("base", base), ("adapter", adapter)):
         (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        correct = sum(r["correct"] for r in rows)
-        per_class = classification_metrics([r["gold"] for r in rows], [r["prediction"] for r in rows], LABELS,
-                                           0.95)["per_class"]
-        (metrics / f"{which}.json").write_text(json.dumps({
-            "accuracy": correct / len(rows), "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9,
-            "majority_class_accuracy": 0.5, "chance_accuracy": 0.3333, "per_class": per_class}))
+        (metrics / f"{which}.json").write_text(json.dumps(model_metrics(parse_config({}), rows)))
 
 
 def run_stage(root, *args: str) -> subprocess.CompletedProcess:

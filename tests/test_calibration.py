@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from qlora_diff.calibration import (brier_score, expected_calibration_error, label_probs, margins, reliability_rows,
+from qlora_diff.analysis.calibration import (brier_score, expected_calibration_error, label_probs, margins, reliability_rows,
                                     rule_scores)
-from qlora_diff.compare import join_predictions, near_tie_counts, prior_split
-from qlora_diff.config import parse_config
+from qlora_diff.analysis.compare import join_predictions, near_tie_counts, prior_split
+from qlora_diff.core.config import parse_config
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -81,10 +81,14 @@ def test_prior_split_adds_up():
                         {"contextual": calibrated, "batch": calibrated}))
         adapter.append(row(f"r{i}", "neutral", "neutral" if i < 9 else "entailment", 1.0,
                            {"contextual": "neutral", "batch": "neutral"}))
-    split = prior_split(parse_config({"report": {"bootstrap_samples": 500}}), join_predictions(base, adapter))
+    cfg = parse_config({"report": {"bootstrap_samples": 500}})
+    # The evaluate stages' accuracy per rule for these rows (prior_split reads them there, never recounts them).
+    by_rule = lambda raw, calibrated: {"calibration": {"accuracy_by_rule": {
+        "raw": {"accuracy": raw}, "contextual": {"accuracy": calibrated}, "batch": {"accuracy": calibrated}}}}
+    split = prior_split(cfg, join_predictions(base, adapter), by_rule(0.2, 0.6), by_rule(0.9, 1.0))
     contextual = split["contextual"]
-    assert (contextual["base_raw_accuracy"], contextual["base_calibrated_accuracy"], contextual["adapter_accuracy"]) \
-        == (0.2, 0.6, 0.9)
-    assert (contextual["prior_gain"], contextual["adapter_beyond_prior"]) == (0.4, 0.3)
+    assert (contextual["base_raw_accuracy"], contextual["base_calibrated_accuracy"],
+            contextual["adapter_raw_accuracy"]) == (0.2, 0.6, 0.9)
+    assert (contextual["prior_gain"], contextual["adapter_raw_beyond_prior"]) == (0.4, 0.3)
     assert contextual["prior_gain_ci"][0] <= 0.4 <= contextual["prior_gain_ci"][1]
     assert contextual["adapter_calibrated_accuracy"] == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from qlora_diff.config import Config, load_config, parse_config
-from qlora_diff.errors import ConfigError
+from qlora_diff.core.config import Config, load_config, parse_config
+from qlora_diff.core.errors import ConfigError
 
 
 def test_committed_params_are_valid():
@@ -84,7 +85,7 @@ def test_bad_params_name_key_and_allowed_values(raw, fragments):
 def test_cuda_requested_without_gpu_is_a_config_error(monkeypatch):
     import torch
 
-    from qlora_diff.config import check_device_available
+    from qlora_diff.core.config import check_device_available
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="'runtime.device' is 'cuda'.*allowed here: 'auto' or 'cpu'"):
@@ -165,7 +166,7 @@ BNB_IMPORT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
 if sys.argv[1] == "filtered":
-    from qlora_diff.cli import quiet_unactionable_warnings
+    from qlora_diff.core.cli import quiet_unactionable_warnings
     quiet_unactionable_warnings()
 import bitsandbytes
 logging.getLogger("bitsandbytes.backends.cpu.ops").warning("another warning still shows")
@@ -184,11 +185,61 @@ def test_the_offline_kernels_warning_is_filtered_and_nothing_else():
     assert "another warning still shows" in logs["filtered"]
 
 
-def test_stages_go_online_only_when_a_source_is_on_the_hub():
-    from qlora_diff.cli import uses_the_hub
+HUB_SOURCES = {"model": {"model": {"source": "hub", "path": "org/model", "revision": "abc"}},
+               "data": {"data": {"source": "hub", "hub_revision": "abc"}},
+               "eval set": {"eval_sets": {"rte": {"source": "hub", "hub_name": "org/rte", "hub_revision": "abc"}}}}
+# Which stage downloads for which hub source: no other stage may go online.
+DOWNLOADERS = {"model": {"base_model"}, "data": {"prepare"}, "eval set": {"prepare_eval"}}
 
-    assert not uses_the_hub(parse_config({}))
-    assert uses_the_hub(parse_config({"data": {"source": "hub"}}))
-    assert uses_the_hub(parse_config({"model": {"source": "hub", "path": "org/model", "revision": "abc"}}))
-    assert uses_the_hub(parse_config({"eval_sets": {"rte": {"source": "hub", "hub_name": "org/rte",
-                                                            "hub_revision": "abc"}}}))
+
+def stage_hub_decisions(monkeypatch, source: str) -> dict[str, bool]:
+    """Run every stage script as __main__ with run_stage replaced: each stage's ``downloads`` answer for params with
+    ``source`` on the hub."""
+    import runpy
+
+    from qlora_diff.core import cli
+
+    cfg = parse_config(HUB_SOURCES[source])
+    decided = {}
+    for script in sorted((REPO / "stages").glob("*.py")):
+        def fake_run_stage(main, description, *positionals, downloads=lambda cfg, *values: False):
+            values = [{"which": "base", "eval_set": "rte" if "rte" in cfg.eval_sets else "snli"}[name]
+                      for name, _ in positionals]
+            decided[script.stem] = downloads(cfg, *values)
+        monkeypatch.setattr(cli, "run_stage", fake_run_stage)
+        runpy.run_path(str(script), run_name="__main__")
+    return decided
+
+
+@pytest.mark.parametrize("source", sorted(HUB_SOURCES))
+def test_only_the_stage_that_downloads_goes_online(monkeypatch, source):
+    decided = stage_hub_decisions(monkeypatch, source)
+    assert len(decided) == len(list((REPO / "stages").glob("*.py")))
+    assert {stage for stage, online in decided.items() if online} == DOWNLOADERS[source]
+
+
+def test_hub_access_never_overrides_the_user(monkeypatch):
+    from qlora_diff.core.cli import decide_hub_access
+
+    monkeypatch.delitem(sys.modules, "huggingface_hub", raising=False)
+    for downloads, expected in ((True, "0"), (False, "1")):
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        decide_hub_access(downloads)
+        assert os.environ["HF_HUB_OFFLINE"] == expected
+    for user in ("0", "1"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", user)
+        decide_hub_access(user == "1")   # the opposite of what the stage would choose
+        assert os.environ["HF_HUB_OFFLINE"] == user
+
+
+def test_hub_access_must_be_decided_before_huggingface_hub_is_imported(monkeypatch):
+    from qlora_diff.core.cli import decide_hub_access
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", object())
+    with pytest.raises(RuntimeError, match="before the stage decided"):
+        decide_hub_access(False)
+
+
+def test_a_hub_training_set_needs_a_pinned_revision():
+    with pytest.raises(ConfigError, match="'data.hub_revision' is empty"):
+        parse_config({"data": {"source": "hub"}})

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from conftest import prepare_all, snli_rows, tiny_params
-from qlora_diff.config import load_config, parse_config
-from qlora_diff.data import RowSource, read_rows, remove_overlap, stratified_sample
-from qlora_diff.errors import ConfigError, InputError
+from qlora_diff.core.config import load_config, parse_config
+from qlora_diff.data.rows import RowSource, read_rows, remove_overlap, stratified_sample
+from qlora_diff.core.errors import ConfigError, InputError
 
 GOOD = {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment"}
 
@@ -127,7 +127,7 @@ def test_train_rows_in_the_holdout_file_are_dropped(project):
     holdout.write_text("".join(json.dumps(r) + "\n" for r in train_rows[:4]))
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(data={"train_size": "all",
                                                                           "holdout_file": str(holdout)})))
-    from qlora_diff.prepare import prepare_train
+    from qlora_diff.data.prepare import prepare_train
 
     metrics = prepare_train(load_config("params.yaml"), project / "models/base", project / "train.jsonl",
                             project / "data.json")
@@ -143,7 +143,7 @@ def test_hub_source_code_path_works_offline_with_a_local_dataset_directory(tmp_p
     rows[4]["label"] = -1  # the hub's "no gold label"
     for split in ("train", "test"):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = parse_config({"data": {"source": "hub", "hub_name": str(folder)},
+    cfg = parse_config({"data": {"source": "hub", "hub_name": str(folder), "hub_revision": "main"},
                         "eval_sets": {"other": {"source": "hub", "hub_name": str(folder), "hub_split": "test",
                                                 "hub_revision": "main"}}})
     for source, prefix in ((RowSource.training(cfg), "train"), (RowSource.eval_set(cfg, "other"), "other")):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, prepare_all, tiny_params
-from qlora_diff.config import load_config
+from qlora_diff.core.config import load_config
 
 
 def finetune_with(project, processes: int, per_device_batch: int) -> dict:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import prepare_all, tiny_params
-from qlora_diff.config import load_config
-from qlora_diff.evaluate import evaluate
+from qlora_diff.core.config import load_config
+from qlora_diff.model.evaluate import evaluate
 
 NUMBER = (int, float)
 FIELDS = {

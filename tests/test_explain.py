@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qlora_diff.compare import category, compare, join_predictions, pick_examples
-from qlora_diff.config import parse_config
-from qlora_diff.explain import (attach_features, explain, findings, gain_split, over_representation, slice_members,
+from qlora_diff.analysis.compare import category, compare, join_predictions, pick_examples
+from qlora_diff.core.config import parse_config
+from qlora_diff.analysis.explain import (attach_features, explain, findings, gain_split, over_representation, slice_members,
                                 slice_plot_rows)
-from qlora_diff.errors import InputError
-from qlora_diff.report import render_set_section
+from qlora_diff.core.errors import InputError
+from qlora_diff.render.report import render_set_section
+from synthetic import model_metrics
 
 LABELS = ["entailment", "neutral", "contradiction"]
 CFG = parse_config({"report": {"bootstrap_samples": 500}})
@@ -113,7 +114,7 @@ def test_nothing_stands_out_is_said_when_nothing_passes():
     pairs, slice_rows = random_run(seed=1)
     explanation = explain(CFG, pairs, slice_rows, HYPOTHESIS_ONLY)
     assert explanation.findings == []
-    comparison = compare(CFG, "snli", pairs, {}, {})
+    comparison = compare(CFG, "snli", pairs, *(model_metrics(CFG, [pair[i] for pair in pairs]) for i in (0, 1)))
     assert "Nothing stands out: no slice is over-represented" in render_set_section(comparison, explanation)
 
 
@@ -145,7 +146,7 @@ def test_examples_are_the_largest_gold_probability_changes():
     assert [p[0]["id"] for p in pick_examples(pairs, "regressed", 1, 0, identity)] == ["d"]
     two_way = {"entailment": "entailment", "neutral": "not_entailment", "contradiction": "not_entailment"}
     collapsed = [{**r, "gold": "not_entailment"} for r in base[:1]]
-    from qlora_diff.compare import gold_probability
+    from qlora_diff.analysis.compare import gold_probability
     assert gold_probability(collapsed[0], two_way) == pytest.approx(0.30 + 0.35)
 
 

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from conftest import REPO, prepare_all, tiny_params
-from qlora_diff.config import load_config
+from qlora_diff.core.config import load_config
 
 
 def default_sigint() -> None:
@@ -109,10 +109,10 @@ def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
 
 
 def test_out_of_memory_in_evaluation_gives_advice(tiny_model_dir, monkeypatch):
-    from qlora_diff.config import parse_config
-    from qlora_diff.modeling import load_causal_lm, load_tokenizer
-    from qlora_diff.errors import OutOfMemory
-    from qlora_diff.scoring import encode_prompts, label_logprobs
+    from qlora_diff.core.config import parse_config
+    from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
+    from qlora_diff.core.errors import OutOfMemory
+    from qlora_diff.model.scoring import encode_prompts, label_logprobs
 
     cfg = parse_config(tiny_params())
     model = load_causal_lm(tiny_model_dir, cfg, torch.device("cpu"))

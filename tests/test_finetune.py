@@ -11,13 +11,13 @@ import torch
 import yaml
 
 from conftest import prepare_all, snli_rows, tiny_params
-from qlora_diff.config import load_config, parse_config
-from qlora_diff.finetune import (IGNORE_INDEX, LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora,
+from qlora_diff.core.config import load_config, parse_config
+from qlora_diff.model.finetune import (IGNORE_INDEX, LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora,
                                  build_examples, finetune, split_shared_prefix)
-from qlora_diff.errors import ConfigError
-from qlora_diff.modeling import (check_target_modules, count_parameters, disable_cpu_inference_repack, load_causal_lm,
+from qlora_diff.core.errors import ConfigError
+from qlora_diff.model.modeling import (check_target_modules, count_parameters, disable_cpu_inference_repack, load_causal_lm,
                                   load_tokenizer)
-from qlora_diff.prompts import answer_token_ids, format_prompt
+from qlora_diff.data.prompts import answer_token_ids, format_prompt
 
 CPU = torch.device("cpu")
 
@@ -242,7 +242,7 @@ def test_same_params_give_bit_identical_adapters(prepared):
 
 def interrupt_after_saving_step_4(project: Path, monkeypatch) -> None:
     """Run an uninterrupted reference, then a run stopped (as by Ctrl-C) right after checkpoint-4 is saved."""
-    from qlora_diff import finetune as module
+    from qlora_diff.model import finetune as module
 
     run_finetune(project, "models/uninterrupted")
 
@@ -288,7 +288,7 @@ def test_checkpoints_of_other_params_are_not_resumed(prepared):
 
 def test_target_modules_typo_stops_before_the_model_loads(prepared, monkeypatch):
     """peft alone would train q_proj only and say nothing about foo_proj."""
-    from qlora_diff import finetune as module
+    from qlora_diff.model import finetune as module
 
     params = tiny_params(lora={"target_modules": ["q_proj", "foo_proj"]})
     (prepared / "params.yaml").write_text(yaml.safe_dump(params))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from browser import offline_visit
 from conftest import REPO
-from qlora_diff.offline_plots import TARGET, render_template
+from qlora_diff.core.paths import OFFLINE_PLOTS_PAGE as TARGET
+from qlora_diff.tools.offline_plots import render_template
 
 
 def configured_template() -> Path:
@@ -22,9 +23,9 @@ def configured_template() -> Path:
 def test_dvc_config_names_the_template_that_setup_writes():
     template = configured_template()
     assert template == REPO / TARGET
-    assert template.is_file(), "run `make setup` (python -m qlora_diff.offline_plots) to write it"
+    assert template.is_file(), "run `make setup` (python -m qlora_diff.tools.offline_plots) to write it"
     text = template.read_text(encoding="utf-8")
-    assert text == render_template(), "stale: rerun `python -m qlora_diff.offline_plots`"
+    assert text == render_template(), "stale: rerun `python -m qlora_diff.tools.offline_plots`"
     assert "{plot_divs}" in text and "{scripts}" not in text and "cdn.jsdelivr" not in text
     assert "window.vegaEmbed=" in text
 

@@ -171,9 +171,9 @@ def test_pull_request_comment_builds_on_this_repo(repo_copy, tmp_path):
     workflow = yaml.safe_load((REPO / ".github/workflows/pr-report.yml").read_text())
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
     commands = " ".join(step.get("run", "") for step in workflow["jobs"]["report"]["steps"])
-    assert "python -m qlora_diff.pr_report" in commands and "cml comment update" in commands
+    assert "python -m qlora_diff.tools.pr_report" in commands and "cml comment update" in commands
     out = tmp_path / "comment.md"
-    run(["python", "-m", "qlora_diff.pr_report", "--base", "HEAD~1", "--out", str(out), "--images",
+    run(["python", "-m", "qlora_diff.tools.pr_report", "--base", "HEAD~1", "--out", str(out), "--images",
          str(tmp_path / "plots")], repo_copy)
     comment = out.read_text()
     links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", comment)
@@ -194,7 +194,7 @@ def test_forced_rerun_is_byte_identical_except_timing(repo_copy):
              "reports/predictions/challenge/adapter.jsonl", "models/adapter/adapter_model.safetensors",
              "models/adapter/adapter_config.json", "models/adapter/README.md", "metrics/eval/snli/compare.json",
              "reports/plots/snli/transitions.json", "reports/plots/snli/slices.json",
-             "reports/plots/snli/reliability.json", "models/hypothesis_only.pkl",
+             "reports/plots/snli/reliability.json", "models/hypothesis_baseline.pkl",
              "reports/predictions/snli/slices.jsonl", "reports/comparison.html"]  # the Markdown reports quote timings
     before = {f: (repo_copy / f).read_bytes() for f in files}
     metrics = ["metrics/eval/snli/base.json", "metrics/eval/snli/adapter.json", "metrics/finetune.json"]

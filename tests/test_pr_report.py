@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from qlora_diff.pr_report import build_comment, image_name, plot_specs, write_plot_images
+from qlora_diff.tools.pr_report import build_comment, image_name, plot_specs, write_plot_images
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -46,6 +46,6 @@ def test_workflow_posts_the_comment_with_its_images_and_attaches_the_page():
     workflow = yaml.safe_load((REPO / ".github/workflows/pr-report.yml").read_text())
     steps = workflow["jobs"]["report"]["steps"]
     commands = " ".join(step.get("run", "") for step in steps)
-    assert "python -m qlora_diff.pr_report" in commands and "cml comment update" in commands and "--publish" in commands
+    assert "python -m qlora_diff.tools.pr_report" in commands and "cml comment update" in commands and "--publish" in commands
     uploads = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact")]
     assert uploads and "reports/comparison.html" in uploads[0]["with"]["path"]

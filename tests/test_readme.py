@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import REPO
-from qlora_diff.readme import BLOCK, RENDERERS, render_readme
+from qlora_diff.tools.readme import BLOCK, RENDERERS, render_readme
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -16,7 +16,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def test_every_generated_block_is_current():
     names = [m["name"] for m in BLOCK.finditer(README)]
     assert {"results", "eval_throughput", "train_throughput"} <= set(names)
-    assert render_readme(README, REPO) == README, "run `python -m qlora_diff.readme` and commit the README"
+    assert render_readme(README, REPO) == README, "run `python -m qlora_diff.tools.readme` and commit the README"
 
 
 def test_a_stale_number_is_caught(tmp_path):

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import tiny_params
-from qlora_diff import runtime
-from qlora_diff.config import parse_config
-from qlora_diff.evaluate import load_for_eval
-from qlora_diff.modeling import load_causal_lm
-from qlora_diff.runtime import resolve_compute_dtype
+from qlora_diff.core import runtime
+from qlora_diff.core.config import parse_config
+from qlora_diff.model.evaluate import load_for_eval
+from qlora_diff.model.modeling import load_causal_lm
+from qlora_diff.core.runtime import resolve_compute_dtype
 
 CPU = torch.device("cpu")
 ZEN4 = {"avx2", "avx512f", "avx512_bf16"}
@@ -55,8 +55,8 @@ def test_finetune_follows_the_hardware_and_evaluation_keeps_float32(monkeypatch,
     cfg = parse_config(tiny_params(quant={"compute_dtype": "auto"}))  # eval.compute_dtype: float32 by default
     assert cfg.eval.compute_dtype == "float32"
     trained = load_causal_lm(tiny_model_dir, cfg, CPU)
-    evaluated = load_for_eval(cfg, tiny_model_dir, None)
+    evaluated, resolved = load_for_eval(cfg, tiny_model_dir, None)
     assert trained.get_input_embeddings().weight.dtype == torch.bfloat16
-    assert evaluated.get_input_embeddings().weight.dtype == torch.float32
+    assert evaluated.get_input_embeddings().weight.dtype == torch.float32 and resolved == "float32"
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from conftest import REPO, SNLI, snli_rows
-from qlora_diff.config import parse_config
-from qlora_diff.errors import ConfigError
-from qlora_diff.slices import bin_label, describe, overlap_share, row_features, words
+from qlora_diff.core.config import parse_config
+from qlora_diff.core.errors import ConfigError
+from qlora_diff.analysis.slices import bin_label, describe, overlap_share, row_features, words
 
 SLICES = parse_config({}).slices
 
@@ -89,12 +89,12 @@ def test_hypothesis_baseline_and_slices_stages(tmp_path):
         (tmp_path / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_sets": {"snli": {"source": "bundled", "size": 200}}}))
     run(tmp_path, "hypothesis_baseline.py", hash_seed="1")
-    first = (tmp_path / "models/hypothesis_only.pkl").read_bytes()
+    first = (tmp_path / "models/hypothesis_baseline.pkl").read_bytes()
     run(tmp_path, "hypothesis_baseline.py", hash_seed="2")
-    assert (tmp_path / "models/hypothesis_only.pkl").read_bytes() == first
-    assert json.loads((tmp_path / "metrics/hypothesis_only.json").read_text())["rows"] == 600
+    assert (tmp_path / "models/hypothesis_baseline.pkl").read_bytes() == first
+    assert json.loads((tmp_path / "metrics/hypothesis_baseline.json").read_text())["rows"] == 600
     done = run(tmp_path, "slices.py", "snli")
-    metrics = json.loads((tmp_path / "metrics/eval/snli/hypothesis_only.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/eval/snli/slices.json").read_text())
     assert metrics["examples"] == 200 and metrics["accuracy_ci_low"] < metrics["accuracy"] < metrics["accuracy_ci_high"]
     assert metrics["accuracy"] > metrics["majority_class_accuracy"]  # hypotheses alone carry signal on SNLI
     assert f"hypothesis-only accuracy {metrics['accuracy']:.1%}" in done.stdout

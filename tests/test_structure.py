@@ -7,7 +7,11 @@ so the import closure is computed here from the source (``ast``: module- and fun
 from __future__ import annotations
 
 import ast
+import os
+import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,15 +24,25 @@ SRC = REPO / "src" / PACKAGE
 # Files a module reads at run time, which every stage that imports it must list too (a changed page template must
 # rerun the report stage).
 MODULE_DATA = {
-    f"src/{PACKAGE}/html_report.py": (f"src/{PACKAGE}/templates/comparison.html", f"src/{PACKAGE}/templates/comparison.css",
-                                     f"src/{PACKAGE}/templates/comparison.js", ".dvc/plots/grouped_bars.json",
-                                     ".dvc/plots/reliability.json"),
-    f"src/{PACKAGE}/offline_plots.py": (f"src/{PACKAGE}/templates/dvc_plots.html",),
+    f"src/{PACKAGE}/render/html_report.py": (
+        f"src/{PACKAGE}/render/templates/comparison.html", f"src/{PACKAGE}/render/templates/comparison.css",
+        f"src/{PACKAGE}/render/templates/comparison.js", ".dvc/plots/grouped_bars.json", ".dvc/plots/reliability.json"),
+    f"src/{PACKAGE}/tools/offline_plots.py": (f"src/{PACKAGE}/tools/templates/dvc_plots.html",),
 }
+# The layers that must run without torch or transformers (a report or a comparison of two runs needs no model).
+TORCH_FREE = ("analysis", "render")
+# Developer tools: outside the pipeline's layers, never imported by a stage or by the library.
+TOOLS = "tools"
+
+
+def module_path(dotted: str) -> str | None:
+    """``qlora_diff.core.config`` -> ``src/qlora_diff/core/config.py`` when that file exists."""
+    path = REPO / "src" / Path(*dotted.split(".")).with_suffix(".py")
+    return str(path.relative_to(REPO)) if dotted.startswith(f"{PACKAGE}.") and path.is_file() else None
 
 
 def library_imports(path: Path) -> set[str]:
-    """The ``qlora_diff`` modules a file imports anywhere in it, as ``src/qlora_diff/<name>.py`` paths."""
+    """The ``qlora_diff`` modules a file imports anywhere in it, as ``src/qlora_diff/<package>/<name>.py`` paths."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -36,11 +50,12 @@ def library_imports(path: Path) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == PACKAGE and len(parts) > 1 and (SRC / f"{parts[1]}.py").is_file():
-                found.add(f"src/{PACKAGE}/{parts[1]}.py")
+        found |= {module for module in map(module_path, names) if module}
     return found
+
+
+def library_modules() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if p.name != "__init__.py")
 
 
 def import_closure(path: Path) -> set[str]:
@@ -80,7 +95,7 @@ def test_stage_deps_are_exactly_its_script_and_import_closure(name):
 def test_module_data_is_named_by_the_module_that_reads_it():
     """Every file in the package's templates/ is claimed by a module, and that module's source names it."""
     claimed = {data for files in MODULE_DATA.values() for data in files}
-    assert {f"src/{PACKAGE}/templates/{p.name}" for p in (SRC / "templates").iterdir()} <= claimed
+    assert {str(p.relative_to(REPO)) for p in SRC.glob("*/templates/*")} <= claimed
     for module, files in MODULE_DATA.items():
         source = (REPO / module).read_text(encoding="utf-8")
         for data in files:
@@ -90,11 +105,11 @@ def test_module_data_is_named_by_the_module_that_reads_it():
 def test_the_closure_follows_function_level_imports():
     """The stage scripts import their heavy modules inside main(); the closure must still see them."""
     closure = import_closure(REPO / "stages/finetune.py")
-    assert {"src/qlora_diff/finetune.py", "src/qlora_diff/modeling.py", "src/qlora_diff/errors.py"} <= closure
+    assert {"src/qlora_diff/model/finetune.py", "src/qlora_diff/model/modeling.py", "src/qlora_diff/core/errors.py"} <= closure
 
 
 def test_library_has_no_import_cycles():
-    graph = {f"src/{PACKAGE}/{p.name}": library_imports(p) for p in SRC.glob("*.py")}
+    graph = {str(p.relative_to(REPO)): library_imports(p) for p in library_modules()}
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
@@ -111,5 +126,85 @@ def test_library_has_no_import_cycles():
 
 
 def test_errors_module_is_the_bottom_of_the_graph():
-    assert library_imports(SRC / "errors.py") == set()
-    assert "src/qlora_diff/cli.py" not in set().union(*(library_imports(p) for p in SRC.glob("*.py")))
+    assert library_imports(SRC / "core" / "errors.py") == set()
+    assert "src/qlora_diff/core/cli.py" not in set().union(*(library_imports(p) for p in library_modules()))
+
+
+def test_every_module_lives_in_a_layer():
+    assert not [p.name for p in SRC.glob("*.py") if p.name != "__init__.py"], "modules belong in a sub-package"
+    assert {p.parent.name for p in library_modules()} == {"core", "data", "model", "analysis", "render", "tools"}
+
+
+def test_the_pipeline_never_imports_the_developer_tools():
+    importers = [str(p.relative_to(REPO)) for p in [*library_modules(), *(REPO / "stages").glob("*.py")]
+                 if p.parent.name != TOOLS and any(f"/{TOOLS}/" in m for m in library_imports(p))]
+    assert importers == []
+
+
+TORCH_CHECK = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+heavy = sorted(name for name in ("torch", "transformers", "peft", "bitsandbytes") if name in sys.modules)
+print(",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(SRC.parent).with_suffix("")).replace("/", ".")
+                                          for p in library_modules() if p.parent.name in TORCH_FREE))
+def test_analysis_and_render_run_without_torch(module):
+    """Importing the module (and everything it imports) in a fresh interpreter loads no torch or transformers."""
+    result = subprocess.run([sys.executable, "-c", TORCH_CHECK, module], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"
+
+
+def test_torch_check_sees_a_torch_import():
+    """The check above is live: a model module does load torch."""
+    result = subprocess.run([sys.executable, "-c", TORCH_CHECK, "qlora_diff.model.modeling"], capture_output=True,
+                            text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert "torch" in result.stdout.split(",")
+
+
+def declared_outputs(stage: dict) -> set[Path]:
+    """A stage's outs, metrics and plots in dvc.yaml (each entry a path or ``{path: options}``)."""
+    entries = [e for kind in ("outs", "metrics", "plots") for e in stage.get(kind, [])]
+    return {Path(next(iter(e)) if isinstance(e, dict) else e) for e in entries}
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_dvc_yaml_outputs_are_the_paths_module(name):
+    """Output paths are written once in Python (core/paths.py); dvc.yaml, which cannot import it, must agree."""
+    from qlora_diff.core import paths
+
+    stage = stages()[name]
+    key = "snli" if "${key}" in stage["cmd"] else None
+    declared = {Path(str(p).replace("${key}", "snli")) for p in declared_outputs(stage)}
+    assert declared == paths.stage_outputs(name, key)
+
+
+OUTPUT_ROOTS = ("models/", "metrics/", "reports/", "dvclive/", "checkpoints/", "data/prepared/")
+
+
+def string_literals(path: Path) -> list[str]:
+    """Every string constant of a file's code (f-string parts included), docstrings excluded."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in
+                                        [*library_modules(), *(REPO / "stages").glob("*.py")]
+                                        if p.name != "paths.py"))
+def test_no_module_spells_an_output_path(path):
+    """Stage scripts and the library take every output path from core/paths.py."""
+    spelled = [text for text in string_literals(REPO / path) if text.startswith(OUTPUT_ROOTS)]
+    assert spelled == []
+
+
+def test_the_path_check_sees_a_spelled_path(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text('"""Writes reports/x.md."""\nOUT = f"reports/{name}.md"\n')
+    assert [t for t in string_literals(module) if t.startswith(OUTPUT_ROOTS)] == ["reports/"]

@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 from ruamel.yaml import YAML, YAMLError
 
-from qlora_diff.errors import ConfigError
+from qlora_diff.core.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -345,6 +345,9 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"params: 'model.path' is {cfg.model.path!r}; allowed for source 'gguf': a path ending in .gguf.")
     if cfg.model.source == "hub" and not cfg.model.revision:
         raise ConfigError("params: 'model.revision' is empty; allowed for source 'hub': a pinned commit hash or tag.")
+    if cfg.data.source == "hub" and not cfg.data.hub_revision:
+        raise ConfigError("params: 'data.hub_revision' is empty; allowed for source 'hub': a pinned commit hash or "
+                          "tag of 'data.hub_name'.")
     if len(set(cfg.data.labels)) != len(cfg.data.labels) or len(cfg.data.labels) < 2:
         raise ConfigError(f"params: 'data.labels' is {cfg.data.labels!r}; allowed: two or more distinct label names.")
     if sorted(cfg.prompt.label_words) != sorted(cfg.data.labels):

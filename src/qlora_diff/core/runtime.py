@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qlora_diff.config import Config, check_device_available
+from qlora_diff.core.config import Config, check_device_available
 
 
 def select_device(cfg: Config) -> torch.device:

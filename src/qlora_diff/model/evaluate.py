@@ -8,28 +8,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qlora_diff import atomic
-from qlora_diff.calibration import calibration_metrics, label_probs, margins, rule_scores
-from qlora_diff.config import Config
-from qlora_diff.metrics import UNPARSEABLE, classification_metrics
-from qlora_diff.modeling import count_parameters, load_causal_lm, load_tokenizer
-from qlora_diff.prompts import answer_token_ids, format_prompt
-from qlora_diff.runtime import (Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb,
+from qlora_diff.core import atomic
+from qlora_diff.analysis.calibration import calibration_metrics, label_probs, margins, rule_scores
+from qlora_diff.core.config import Config
+from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
+from qlora_diff.model.modeling import count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.data.prompts import answer_token_ids, format_prompt
+from qlora_diff.core.runtime import (Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb,
                                 resolve_compute_dtype, select_device)
-from qlora_diff.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
+from qlora_diff.model.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
 log = logging.getLogger(__name__)
 
 
-def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> torch.nn.Module:
-    """The quantized base model in ``eval.compute_dtype``, with the adapter attached when given, in eval mode."""
+def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tuple[torch.nn.Module, str]:
+    """The quantized base model in ``eval.compute_dtype``, with the adapter attached when given, in eval mode, and
+    that dtype as resolved for the device (it goes into the metrics)."""
     device = select_device(cfg)
-    model = load_causal_lm(model_dir, cfg, device, resolve_compute_dtype(cfg.eval.compute_dtype, device))
+    compute_dtype = resolve_compute_dtype(cfg.eval.compute_dtype, device)
+    model = load_causal_lm(model_dir, cfg, device, compute_dtype)
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.requires_grad_(False).eval()
+    return model.requires_grad_(False).eval(), compute_dtype
 
 
 def content_free_probs(cfg: Config, model: torch.nn.Module, tokenizer, answers: list[list[int]]) -> np.ndarray:
@@ -79,7 +81,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
     configure_threads(cfg)
     rows = atomic.read_jsonl(eval_path)
     tokenizer = load_tokenizer(model_dir)
-    model = load_for_eval(cfg, model_dir, adapter_dir)
+    model, compute_dtype = load_for_eval(cfg, model_dir, adapter_dir)
     encoded = encode_prompts(tokenizer, [row["prompt"] for row in rows])
     log.info("scoring %d rows of %s with %s", len(rows), set_name, cfg.eval.method)
     clock = Stopwatch()
@@ -110,7 +112,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
         "parameters_total": counts.total,
         "parameters_trainable": counts.adapter,  # the adapter's parameters (trained in finetune); 0 for the base
         "device": str(next(model.parameters()).device),
-        "compute_dtype": resolve_compute_dtype(cfg.eval.compute_dtype, next(model.parameters()).device),
+        "compute_dtype": compute_dtype,
     })
     if prior is not None:
         metrics["calibration"] = {

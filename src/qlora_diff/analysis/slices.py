@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from qlora_diff.config import SlicesConfig
+from qlora_diff.core.config import SlicesConfig
 
 WORD = re.compile(r"[a-z0-9]+(?=n't)|n't|[a-z0-9]+")  # "isn't" -> "is", "n't"
 YES, NO = "yes", "no"

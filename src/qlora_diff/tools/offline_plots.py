@@ -4,7 +4,7 @@ vega-embed inlined instead of loaded from a CDN, so that the plots draw with no 
 The JavaScript comes from vl-convert-python (pinned in requirements.txt), never copied by hand. `.dvc/config` names
 the written file (``plots.html_template``), so plain `dvc plots show` uses it. `make setup` runs this module:
 
-    python -m qlora_diff.offline_plots        # writes .dvc/plots/offline.html
+    python -m qlora_diff.tools.offline_plots        # writes .dvc/plots/offline.html
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qlora_diff import atomic, charts
+from qlora_diff.core import atomic, paths
+from qlora_diff.render import charts
 
 SOURCE = Path(__file__).parent / "templates" / "dvc_plots.html"
-TARGET = Path(".dvc/plots/offline.html")   # plots.html_template in .dvc/config (relative to .dvc/)
 MARKER = "<!--VEGA_BUNDLE-->"
 
 
@@ -30,7 +30,8 @@ def render_template() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=TARGET, help=f"where to write the template (default {TARGET})")
+    parser.add_argument("--out", type=Path, default=paths.OFFLINE_PLOTS_PAGE,
+                        help=f"where to write the template (default {paths.OFFLINE_PLOTS_PAGE})")
     args = parser.parse_args()
     atomic.write_text(args.out, render_template())
     versions = ", ".join(f"{name} {version}" for name, version in charts.library_versions().items())

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from qlora_diff import atomic, charts
-from qlora_diff.compare import Pair, category, join_predictions, label_probability, predicted_label
-from qlora_diff.config import Config
-from qlora_diff.explain import attach_features
-from qlora_diff.report import cross_set_table, headline, summary_paragraph
-from qlora_diff.slices import tags
+from qlora_diff.core import atomic, paths
+from qlora_diff.render import charts
+from qlora_diff.analysis.calibration import label_probability
+from qlora_diff.analysis.compare import Pair, category, join_predictions, predicted_label
+from qlora_diff.core.config import Config
+from qlora_diff.analysis.explain import attach_features
+from qlora_diff.render.report import cross_set_table, headline, summary_paragraph
+from qlora_diff.analysis.slices import tags
 
 TEMPLATES = Path(__file__).parent / "templates"
 # One row of the page's data, in this column order (the page script reads columns by name).
@@ -64,7 +66,7 @@ def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], 
 
 
 def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plot: list[dict],
-               template_dir: Path = charts.TEMPLATE_DIR) -> list[tuple[str, str]]:
+               template_dir: Path = paths.PLOT_TEMPLATES) -> list[tuple[str, str]]:
     """Per-class recall and F1, accuracy per slice and the reliability diagram, drawn from the same DVC templates as
     `dvc plots show`, as SVG."""
     drawn = []
@@ -84,8 +86,8 @@ def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plo
 
 def page_inputs(name: str) -> list[Path]:
     """The files one set's part of the page is built from (besides its metrics), as the pipeline lays them out."""
-    return [*(Path(f"reports/predictions/{name}/{which}.jsonl") for which in ("base", "adapter", "slices")),
-            *(Path(f"reports/plots/{name}/{which}.json") for which in ("slices", "reliability"))]
+    return [paths.predictions(name, "base"), paths.predictions(name, "adapter"), paths.slice_rows(name),
+            paths.compare_plot(name, "slices"), paths.compare_plot(name, "reliability")]
 
 
 def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:

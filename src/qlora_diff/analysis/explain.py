@@ -12,13 +12,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import bootstrap, false_discovery_control, fisher_exact
+from scipy.stats import bootstrap, fisher_exact
 
-from qlora_diff.compare import Pair, category, mcnemar_exact_p, paired_bootstrap_ci
-from qlora_diff.config import Config
-from qlora_diff.errors import InputError
-from qlora_diff.metrics import accuracy_interval
-from qlora_diff.slices import ARTIFACT_EASY, ARTIFACT_HARD, YES, describe
+from qlora_diff.analysis.compare import Pair, category, correctness
+from qlora_diff.analysis.slices import ARTIFACT_EASY, ARTIFACT_HARD, YES, describe
+from qlora_diff.analysis.stats import GroupRow, add_q_values, group_table, paired_bootstrap_ci
+from qlora_diff.core.config import Config
+from qlora_diff.core.errors import InputError
 
 EXPLAINED = ("corrected", "regressed", "still_wrong")
 CATEGORY_WORDS = {"corrected": "Corrected", "regressed": "Regressed", "still_wrong": "Still-wrong"}
@@ -29,7 +29,7 @@ class Explanation:
     """One evaluation set's slice analysis: the table, every over-representation test, and the stated findings."""
 
     features: dict[str, dict[str, str]]   # row id -> feature -> value
-    slices: list[dict]
+    slices: list[GroupRow]
     tests: list[dict]
     findings: list[str]
     gain_split: dict | None
@@ -72,31 +72,13 @@ def slice_members(pairs: list[Pair], features: dict[str, dict[str, str]]) -> dic
     return dict(sorted(members.items(), key=lambda item: (order.index(item[0][0]), item[0][1])))
 
 
-def slice_table(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], list[int]]) -> list[dict]:
-    """Per slice: rows, both accuracies (Wilson CIs), the difference with a paired-bootstrap CI, corrected and
-    regressed counts, McNemar p and Benjamini-Hochberg q across every slice."""
-    base = np.array([b["correct"] for b, _ in pairs], dtype=float)
-    adapter = np.array([a["correct"] for _, a in pairs], dtype=float)
-    report = cfg.report
-    rows = []
-    for (feature, value), indices in members.items():
-        b, a = base[indices], adapter[indices]
-        corrected, regressed = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-        low, high = (paired_bootstrap_ci(b, a, report.bootstrap_samples, report.seed, report.confidence)
-                     if len(indices) > 1 else (float(a.mean() - b.mean()),) * 2)
-        rows.append({
-            "feature": feature, "value": value, "rows": len(indices),
-            "base_accuracy": round(float(b.mean()), 4),
-            "base_ci": accuracy_interval(int(b.sum()), len(indices), report.confidence),
-            "adapter_accuracy": round(float(a.mean()), 4),
-            "adapter_ci": accuracy_interval(int(a.sum()), len(indices), report.confidence),
-            "accuracy_delta": round(float(a.mean() - b.mean()), 4), "delta_ci": (low, high),
-            "corrected": corrected, "regressed": regressed, "p_value": mcnemar_exact_p(corrected, regressed),
-        })
-    if rows:
-        for row, q in zip(rows, false_discovery_control([row["p_value"] for row in rows], method="bh")):
-            row["q_value"] = float(q)
-    return rows
+def slice_table(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], list[int]]) -> list[GroupRow]:
+    """Per slice, in ``members`` order: the group table (``stats.group_table``) with a paired-bootstrap CI of the
+    difference and q-values across every slice, each row also naming its ``feature`` and ``value``."""
+    base_correct, adapter_correct = correctness(pairs)
+    rows = group_table(base_correct, adapter_correct, {f"{f} = {v}": indices for (f, v), indices in members.items()},
+                       cfg.report, paired_ci=True)
+    return [GroupRow(feature=feature, value=value, **row) for (feature, value), row in zip(members, rows)]
 
 
 def over_representation(categories: list[str], members: dict[tuple[str, str], list[int]], min_rows: int) -> list[dict]:
@@ -121,9 +103,7 @@ def over_representation(categories: list[str], members: dict[tuple[str, str], li
                 "rate_overall": rate_overall, "lift": rate_in_category / rate_overall,
                 "p_value": float(fisher_exact(table, alternative="greater").pvalue),
             })
-    if tests:
-        for test, q in zip(tests, false_discovery_control([t["p_value"] for t in tests], method="bh")):
-            test["q_value"] = float(q)
+    add_q_values(tests)
     return tests
 
 
@@ -147,8 +127,7 @@ def gain_split(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], li
     hard, easy = members.get(("artifact", ARTIFACT_HARD)), members.get(("artifact", ARTIFACT_EASY))
     if not hard or not easy or len(hard) < 2 or len(easy) < 2:
         return None
-    base = np.array([b["correct"] for b, _ in pairs], dtype=float)
-    adapter = np.array([a["correct"] for _, a in pairs], dtype=float)
+    base, adapter = correctness(pairs)
     gains = adapter - base
     report = cfg.report
     difference = bootstrap((gains[hard], gains[easy]), lambda h, e, axis: h.mean(axis) - e.mean(axis),
@@ -161,6 +140,7 @@ def gain_split(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], li
                                                  report.seed, report.confidence)}
     split["difference"] = round(split["hard"]["gain"] - split["easy"]["gain"], 4)
     split["difference_ci"] = (round(float(difference.low), 4), round(float(difference.high), 4))
+    split["difference_beyond_noise"] = split["difference_ci"][0] > 0 or split["difference_ci"][1] < 0
     return split
 
 

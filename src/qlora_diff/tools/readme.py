@@ -3,8 +3,8 @@
 Blocks between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` are rendered from ``metrics/`` and
 ``benchmarks/results/``; nothing in them is typed by hand. Run after ``dvc repro`` or a benchmark:
 
-    python -m qlora_diff.readme            # rewrite the blocks
-    python -m qlora_diff.readme --check    # exit 1 when a block is stale (the test suite runs this)
+    python -m qlora_diff.tools.readme            # rewrite the blocks
+    python -m qlora_diff.tools.readme --check    # exit 1 when a block is stale (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from qlora_diff.core import paths
+
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
 
-def _load(root: Path, path: str) -> dict:
+def _load(root: Path, path: Path) -> dict:
     return json.loads((root / path).read_text(encoding="utf-8"))
 
 
@@ -40,10 +42,10 @@ def _set_names(root: Path) -> list[str]:
 
 
 def results(root: Path) -> str:
-    tune = _load(root, "metrics/finetune.json")
+    tune = _load(root, paths.FINETUNE_METRICS)
     rows, counts = [], []
     for name in _set_names(root):
-        base, adapter, diff = (_load(root, f"metrics/eval/{name}/{which}.json") for which in ("base", "adapter", "compare"))
+        base, adapter, diff = (_load(root, path) for path in (paths.eval_metrics(name, "base"), paths.eval_metrics(name, "adapter"), paths.compare_metrics(name)))
         rows.append([f"`{name}`", f"{diff['examples']:,}", f"{_pct(base['chance_accuracy'])} / {_pct(base['majority_class_accuracy'])}",
                      f"{_pct(base['accuracy'])} {_ci(base)}", f"**{_pct(adapter['accuracy'])}** {_ci(adapter)}",
                      f"{100 * diff['accuracy_delta']:+.1f} [{100 * diff['accuracy_delta_ci_low']:+.1f}, "
@@ -75,7 +77,7 @@ def explanations(root: Path) -> str:
     and the tested findings."""
     parts = []
     for name in _set_names(root):
-        report = (root / f"reports/eval/{name}.md").read_text(encoding="utf-8")
+        report = (root / paths.set_report(name)).read_text(encoding="utf-8")
         parts += [f"**`{name}`**", "", _section(report, "Explanations", "Accuracy by slice"), ""]
     return "\n".join(parts)
 
@@ -85,9 +87,9 @@ def calibration(root: Path) -> str:
     split and the near-tie counts."""
     rows, lines = [], []
     for name in _set_names(root):
-        diff = _load(root, f"metrics/eval/{name}/compare.json")
+        diff = _load(root, paths.compare_metrics(name))
         for who in ("base", "adapter"):
-            cal = _load(root, f"metrics/eval/{name}/{who}.json")["calibration"]
+            cal = _load(root, paths.eval_metrics(name, who))["calibration"]
             gap_low, gap_high = cal["confidence_minus_accuracy_ci"]
             rows.append([f"`{name}`", who, cal["ece"], cal["brier"],
                          f"{100 * cal['confidence_minus_accuracy']:+.1f} [{100 * gap_low:+.1f}, {100 * gap_high:+.1f}]",
@@ -95,11 +97,11 @@ def calibration(root: Path) -> str:
                            for rule in ("raw", "contextual", "batch", "length_normalised"))])
         for rule, split in diff["prior_split"].items():
             low, high = split["prior_gain_ci"]
-            beyond_low, beyond_high = split["adapter_beyond_prior_ci"]
+            beyond_low, beyond_high = split["adapter_raw_beyond_prior_ci"]
             lines.append(f"- `{name}`, {rule} calibration: the base model goes from {_pct(split['base_raw_accuracy'])} "
                          f"to {_pct(split['base_calibrated_accuracy'])} by recalibrating its label prior alone "
-                         f"({100 * split['prior_gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]); the adapter "
-                         f"adds {100 * split['adapter_beyond_prior']:+.1f} [{100 * beyond_low:+.1f}, "
+                         f"({100 * split['prior_gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]); the adapter's raw "
+                         f"argmax adds {100 * split['adapter_raw_beyond_prior']:+.1f} [{100 * beyond_low:+.1f}, "
                          f"{100 * beyond_high:+.1f}] beyond that.")
         lines.append(f"- `{name}`, near-ties (margin < {diff['near_tie_margin']:g} nats in either model): "
                      f"{diff['corrected_near_tie']} of {diff['corrected']} corrected and {diff['regressed_near_tie']} "
@@ -151,7 +153,7 @@ def main() -> None:
     fresh = render_readme(text, args.root)
     if args.check:
         if fresh != text:
-            sys.exit("README.md: generated blocks are stale; run `python -m qlora_diff.readme`.")
+            sys.exit("README.md: generated blocks are stale; run `python -m qlora_diff.tools.readme`.")
         print("README.md: generated blocks are current.")
     elif fresh != text:
         readme.write_text(fresh, encoding="utf-8")

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from qlora_diff.compare import Comparison, Pair, gold_probability
-from qlora_diff.explain import Explanation
-from qlora_diff.slices import tags
-
-SECTIONS = ("Summary", "Metrics side by side", "Significance", "Calibration and the label prior", "Explanations",
-            "Accuracy by slice",
-            "Corrected by the adapter", "Regressed by the adapter", "Still wrong", "Label bias",
-            "Per-class recall and F1", "Prediction transitions")
-SUMMARY_SECTIONS = ("Across evaluation sets", "Fine-tuning")
-
+from qlora_diff.analysis.compare import Comparison, Pair, gold_probability
+from qlora_diff.analysis.explain import Explanation
+from qlora_diff.analysis.slices import tags
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _level(confidence: float) -> str:
+    """``report.confidence`` as a percentage: 0.95 -> '95%', 0.995 -> '99.5%'."""
+    return f"{100 * confidence:g}%"
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
@@ -24,16 +22,15 @@ def _table(rows: list[list], headers: list[str]) -> str:
 
 
 def summary_paragraph(stats: dict) -> str:
-    significant = stats["mcnemar_p_value"] < 1 - stats["ci_confidence"]
     direction = "rose" if stats["accuracy_delta"] > 0 else "fell" if stats["accuracy_delta"] < 0 else "stayed"
     return (
         f"On {stats['examples']} evaluation rows, accuracy {direction} from {_pct(stats['base_accuracy'])} "
         f"(base) to {_pct(stats['adapter_accuracy'])} (adapter), a change of "
-        f"{100 * stats['accuracy_delta']:+.1f} points ({int(100 * stats['ci_confidence'])}% paired-bootstrap CI "
+        f"{100 * stats['accuracy_delta']:+.1f} points ({_level(stats['ci_confidence'])} paired-bootstrap CI "
         f"{100 * stats['accuracy_delta_ci_low']:+.1f} to {100 * stats['accuracy_delta_ci_high']:+.1f}). "
         f"The adapter corrected {stats['corrected']} rows and regressed {stats['regressed']}; "
         f"{stats['still_wrong']} stay wrong. The change is "
-        f"{'statistically significant' if significant else 'not statistically significant'} "
+        f"{'statistically significant' if stats['significant'] else 'not statistically significant'} "
         f"(exact McNemar p = {stats['mcnemar_p_value']:.3g})."
     )
 
@@ -45,7 +42,7 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
     ci = lambda m: f"[{_pct(m.get('accuracy_ci_low'))}, {_pct(m.get('accuracy_ci_high'))}]"
     return [
         ["accuracy", *both("accuracy", _pct)],
-        ["accuracy 95% CI", ci(base), ci(adapter)],
+        [f"accuracy {_level(base['ci_confidence'])} CI", ci(base), ci(adapter)],
         ["macro-F1", *both("macro_f1")],
         ["chance / majority class", f"{_pct(base.get('chance_accuracy'))} / {_pct(base.get('majority_class_accuracy'))}",
          ""],
@@ -88,12 +85,8 @@ def _near_tie_lines(stats: dict) -> list[str]:
 
 def _confidence_sentence(name: str, calibration: dict) -> str:
     gap, (low, high) = calibration["confidence_minus_accuracy"], calibration["confidence_minus_accuracy_ci"]
-    if low > 0:
-        verdict = "over-confident"
-    elif high < 0:
-        verdict = "under-confident"
-    else:
-        verdict = "neither over- nor under-confident beyond noise"
+    verdict = {"within noise": "neither over- nor under-confident beyond noise"}.get(calibration["confidence_verdict"],
+                                                                                    calibration["confidence_verdict"])
     return (f"The {name} is {verdict}: mean confidence in its prediction {_pct(calibration['mean_confidence'])} vs "
             f"its accuracy, a gap of {100 * gap:+.1f} points {_interval(low, high)}.")
 
@@ -122,16 +115,17 @@ def _calibration_parts(comparison: Comparison) -> list[str]:
     for rule, numbers in split.items():
         parts.append(f"- {rule_names[rule].capitalize()}: the base model goes from {_pct(numbers['base_raw_accuracy'])} "
                      f"to {_pct(numbers['base_calibrated_accuracy'])} by recalibrating its label prior alone "
-                     f"({100 * numbers['prior_gain']:+.1f} points {_interval(*numbers['prior_gain_ci'])}); the adapter "
-                     f"({_pct(numbers['adapter_accuracy'])}) adds {100 * numbers['adapter_beyond_prior']:+.1f} points "
-                     f"{_interval(*numbers['adapter_beyond_prior_ci'])} beyond that.")
+                     f"({100 * numbers['prior_gain']:+.1f} points {_interval(*numbers['prior_gain_ci'])}); the adapter's raw "
+                     f"argmax ({_pct(numbers['adapter_raw_accuracy'])}) adds "
+                     f"{100 * numbers['adapter_raw_beyond_prior']:+.1f} points "
+                     f"{_interval(*numbers['adapter_raw_beyond_prior_ci'])} beyond that.")
     return parts + ([""] if split else [])
 
 
 def _explanation_parts(explanation: Explanation, confidence: float) -> list[str]:
     """The hypothesis-only baseline, the hard-vs-easy gain split, the tested findings and the slice table."""
     only, split = explanation.hypothesis_only, explanation.gain_split
-    level = int(100 * confidence)
+    level = _level(confidence)
     parts = ["### Explanations", "",
              f"A hypothesis-only classifier (TF-IDF + logistic regression that never sees the premise; "
              f"Gururangan et al. 2018) scores {_pct(only['accuracy'])} [{_pct(only['accuracy_ci_low'])}, "
@@ -142,8 +136,8 @@ def _explanation_parts(explanation: Explanation, confidence: float) -> list[str]
         parts += [f"Gain on hard rows: {100 * split['hard']['gain']:+.1f} points {_interval(*split['hard']['ci'])} "
                   f"({split['hard']['rows']} rows); on artifact-easy rows: {100 * split['easy']['gain']:+.1f} "
                   f"{_interval(*split['easy']['ci'])} ({split['easy']['rows']} rows); hard minus easy: "
-                  f"{100 * split['difference']:+.1f} {_interval(*split['difference_ci'])} ({level}% bootstrap CIs"
-                  f"{'' if split['difference_ci'][0] > 0 or split['difference_ci'][1] < 0 else '; the difference could be noise'}).",
+                  f"{100 * split['difference']:+.1f} {_interval(*split['difference_ci'])} ({level} bootstrap CIs"
+                  f"{'' if split['difference_beyond_noise'] else '; the difference could be noise'}).",
                   ""]
     tested = len(explanation.tests)
     if explanation.findings:
@@ -155,7 +149,7 @@ def _explanation_parts(explanation: Explanation, confidence: float) -> list[str]
                   f"at Benjamini-Hochberg q <= {explanation.q_threshold:g} ({tested} Fisher exact tests).", ""]
     ci = lambda interval: f"[{_pct(interval[0])}, {_pct(interval[1])}]"
     parts += ["### Accuracy by slice", "",
-              f"Wilson CIs per model; the difference with a {level}% paired-bootstrap CI; McNemar p per slice and "
+              f"Wilson CIs per model; the difference with a {level} paired-bootstrap CI; McNemar p per slice and "
               "Benjamini-Hochberg q across all slices.", "",
               _table([[f"{r['feature']} = {r['value']}", r["rows"], f"{_pct(r['base_accuracy'])} {ci(r['base_ci'])}",
                        f"{_pct(r['adapter_accuracy'])} {ci(r['adapter_ci'])}",
@@ -189,7 +183,7 @@ def render_set_section(comparison: Comparison, explanation: Explanation) -> str:
         _table(_metric_rows(comparison.base_metrics, comparison.adapter_metrics), ["", "base", "adapter"]), "",
         "### Significance", "",
         f"- Accuracy difference: {100 * stats['accuracy_delta']:+.2f} points, "
-        f"{int(100 * stats['ci_confidence'])}% paired bootstrap CI [{100 * stats['accuracy_delta_ci_low']:+.2f}, "
+        f"{_level(stats['ci_confidence'])} paired bootstrap CI [{100 * stats['accuracy_delta_ci_low']:+.2f}, "
         f"{100 * stats['accuracy_delta_ci_high']:+.2f}] from {stats['bootstrap_samples']} resamples.",
         f"- Exact McNemar test on the {stats['corrected'] + stats['regressed']} discordant rows "
         f"({stats['corrected']} corrected vs {stats['regressed']} regressed): p = {stats['mcnemar_p_value']:.4g}.",
@@ -233,17 +227,16 @@ def headline(sets: dict[str, dict]) -> str:
     """Which sets improved, which did not, which regressed: never a general claim unless every set improved.
     Then any set where the adapter does not beat always answering the majority class.
 
-    ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics; a change is
-    significant when its McNemar p is below 1 - confidence.
+    ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics; the compare stage decided
+    which changes are significant and where the adapter stands against the majority class.
     """
     diff = {name: m["compare"] for name, m in sets.items()}
 
     def fmt(name: str) -> str:
         return f"`{name}` ({100 * diff[name]['accuracy_delta']:+.1f} points, p = {diff[name]['mcnemar_p_value']:.2g})"
 
-    significant = lambda name: diff[name]["mcnemar_p_value"] < 1 - diff[name]["ci_confidence"]
-    improved = [n for n in sets if diff[n]["accuracy_delta"] > 0 and significant(n)]
-    regressed = [n for n in sets if diff[n]["accuracy_delta"] < 0 and significant(n)]
+    improved = [n for n in sets if diff[n]["accuracy_delta"] > 0 and diff[n]["significant"]]
+    regressed = [n for n in sets if diff[n]["accuracy_delta"] < 0 and diff[n]["significant"]]
     unclear = [n for n in sets if n not in improved + regressed]
     if len(improved) == len(sets):
         parts = ["The adapter improved accuracy significantly on every evaluation set: " + ", ".join(map(fmt, improved)) + "."]
@@ -258,10 +251,10 @@ def headline(sets: dict[str, dict]) -> str:
         parts.append("So the fine-tune did not improve NLI in general, only where stated.")
     for name, m in sets.items():
         adapter, majority = m["adapter"], m["base"]["majority_class_accuracy"]
-        if adapter["accuracy"] < majority:
-            below = "significantly below" if adapter["accuracy_ci_high"] < majority else "not above"
+        if m["compare"]["adapter_vs_majority_class"] != "above":
             parts.append(f"On `{name}` the adapter's accuracy ({_pct(adapter['accuracy'])}, CI "
-                         f"[{_pct(adapter['accuracy_ci_low'])}, {_pct(adapter['accuracy_ci_high'])}]) is {below} "
+                         f"[{_pct(adapter['accuracy_ci_low'])}, {_pct(adapter['accuracy_ci_high'])}]) is "
+                         f"{m['compare']['adapter_vs_majority_class']} "
                          f"always answering the majority class ({_pct(majority)}).")
     return " ".join(parts)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from qlora_diff import atomic
-from qlora_diff.config import Config
-from qlora_diff.data import ReadStats, label_counts, stratified_sample, training_pool
+from qlora_diff.core import atomic
+from qlora_diff.core.config import Config
+from qlora_diff.data.rows import ReadStats, label_counts, stratified_sample, training_pool
 
 
 def with_prompts(cfg: Config, rows: list[dict], model_dir: Path) -> list[int]:
     """Add each row's chat prompt; returns the prompt lengths in tokens."""
-    from qlora_diff.modeling import load_tokenizer
-    from qlora_diff.prompts import format_prompt
+    from qlora_diff.model.modeling import load_tokenizer
+    from qlora_diff.data.prompts import format_prompt
 
     tokenizer = load_tokenizer(model_dir)
     lengths = []

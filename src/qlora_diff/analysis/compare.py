@@ -8,14 +8,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap, false_discovery_control
 
-from qlora_diff.calibration import confidence_and_correct, reliability_rows
-from qlora_diff.config import Config
-from qlora_diff.errors import InputError
-from qlora_diff.metrics import UNPARSEABLE, accuracy_interval, classification_metrics
+from qlora_diff.analysis.calibration import confidence_and_correct, label_probability, reliability_rows
+from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
+from qlora_diff.analysis.stats import GroupRow, group_table, mcnemar_exact_p, paired_bootstrap_ci, significant
+from qlora_diff.core.config import Config, ReportConfig
+from qlora_diff.core.errors import InputError
 
 CATEGORIES = ("corrected", "regressed", "still_wrong", "still_right")
 Pair = tuple[dict, dict]
@@ -52,41 +53,20 @@ def join_predictions(base: list[dict], adapter: list[dict], base_origin: str = "
     return pairs
 
 
+def correctness(pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """Whether the base model and the adapter got each row right, as two 0/1 arrays in pair order."""
+    return (np.array([b["correct"] for b, _ in pairs], dtype=float),
+            np.array([a["correct"] for _, a in pairs], dtype=float))
+
+
 def category(base_correct: bool, adapter_correct: bool) -> str:
     if adapter_correct:
         return "still_right" if base_correct else "corrected"
     return "regressed" if base_correct else "still_wrong"
 
 
-def mcnemar_exact_p(corrected: int, regressed: int) -> float:
-    """Two-sided exact McNemar test: a binomial test on the discordant pairs."""
-    if corrected + regressed == 0:
-        return 1.0
-    return float(binomtest(min(corrected, regressed), corrected + regressed, 0.5).pvalue)
-
-
-def paired_bootstrap_ci(base_correct: np.ndarray, adapter_correct: np.ndarray, samples: int, seed: int,
-                        confidence: float) -> tuple[float, float]:
-    """Percentile CI of the accuracy difference, resampling eval rows (pairs) with replacement."""
-    result = bootstrap(
-        (np.asarray(base_correct, dtype=float), np.asarray(adapter_correct, dtype=float)),
-        lambda base, adapter, axis: adapter.mean(axis) - base.mean(axis),
-        paired=True, vectorized=True, n_resamples=samples, confidence_level=confidence, method="percentile",
-        rng=np.random.default_rng(seed), batch=1000,
-    )
-    return round(float(result.confidence_interval.low), 4), round(float(result.confidence_interval.high), 4)
-
-
 def predicted_label(row: dict) -> str:
     return row["prediction"] or UNPARSEABLE
-
-
-def label_probability(row: dict, label: str | None, collapse: dict[str, str]) -> float | None:
-    """The model's probability of ``label`` in the set's label space (summed over the model labels that collapse
-    to it); None for generated answers, which have no probabilities."""
-    if not row.get("probs") or label is None:
-        return None
-    return sum(p for model_label, p in row["probs"].items() if collapse[model_label] == label)
 
 
 def gold_probability(row: dict, collapse: dict[str, str]) -> float | None:
@@ -107,19 +87,64 @@ def pick_examples(pairs: list[Pair], name: str, count: int, seed: int, collapse:
     return sorted(chosen, key=lambda p: p[0]["id"])
 
 
+class PriorSplit(TypedDict):
+    """For one label-free recalibration rule: how much of the gain it already gives the base model, and what the
+    adapter's *raw* argmax adds beyond it (paired-bootstrap CIs)."""
+
+    base_raw_accuracy: float
+    base_calibrated_accuracy: float
+    prior_gain: float
+    prior_gain_ci: tuple[float, float]
+    adapter_raw_accuracy: float
+    adapter_raw_beyond_prior: float
+    adapter_raw_beyond_prior_ci: tuple[float, float]
+    adapter_calibrated_accuracy: float
+
+
+class PairedStats(TypedDict, total=False):
+    """One evaluation set, base vs adapter on the same rows (metrics/eval/<set>/compare.json, less ``per_class``).
+    The near-tie keys are there when the predictions have margins (eval.method loglik)."""
+
+    examples: int
+    corrected: int
+    regressed: int
+    still_wrong: int
+    still_right: int
+    base_accuracy: float
+    adapter_accuracy: float
+    accuracy_delta: float
+    accuracy_delta_ci_low: float
+    accuracy_delta_ci_high: float
+    ci_confidence: float
+    bootstrap_samples: int
+    mcnemar_p_value: float
+    significant: bool          # mcnemar_p_value < 1 - ci_confidence: the verdict every sentence uses
+    adapter_vs_majority_class: str   # above | not above | significantly below (always answering the majority class)
+    per_class: dict[str, dict]
+    label_bias: dict[str, dict[str, int]]
+    transitions: dict[str, int]
+    near_tie_margin: float
+    corrected_near_tie: int
+    regressed_near_tie: int
+    corrected_beyond_noise: int
+    regressed_beyond_noise: int
+    mcnemar_p_value_beyond_noise: float
+    prior_split: dict[str, PriorSplit]
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Everything one evaluation set's report shows, computed once: statistics, examples and each model's metrics."""
 
     set_name: str
-    stats: dict
+    stats: PairedStats
     examples: dict[str, list[Pair]]
     labels: list[str]
     collapse: dict[str, str]   # model label -> set label
     base_metrics: dict
     adapter_metrics: dict
-    by_phenomenon: list[dict]
-    by_phenomenon_and_gold: list[dict]
+    by_phenomenon: list[GroupRow]
+    by_phenomenon_and_gold: list[GroupRow]
 
     def metrics(self) -> dict:
         """What goes to metrics/eval/<set>/compare.json: the statistics and the transition counts (per-class tables
@@ -145,13 +170,15 @@ def near_tie_counts(pairs: list[Pair], threshold: float) -> dict:
             "mcnemar_p_value_beyond_noise": mcnemar_exact_p(clear["corrected"], clear["regressed"])}
 
 
-def prior_split(cfg: Config, pairs: list[Pair]) -> dict:
-    """How much of the gain a label-free recalibration of the base model already gives, per calibration: the base
-    model raw -> calibrated, and the adapter (raw) beyond the calibrated base, with paired-bootstrap CIs."""
+def prior_split(cfg: Config, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict) -> dict[str, PriorSplit]:
+    """How much of the gain a label-free recalibration of the base model already gives, per calibration rule: the
+    base model raw -> calibrated, and the adapter's raw argmax beyond the calibrated base, with paired-bootstrap CIs.
+    Accuracies are the evaluate stages' (``calibration.accuracy_by_rule``); the rows give the paired CIs."""
     if not all("predictions_by_rule" in row for pair in pairs for row in pair):
         return {}
     right = lambda which, rule: np.array([pair[which]["predictions_by_rule"][rule] == pair[which]["gold"]
                                           for pair in pairs], dtype=float)
+    accuracy = lambda metrics, rule: metrics["calibration"]["accuracy_by_rule"][rule]["accuracy"]
     base_raw, adapter_raw = right(0, "raw"), right(1, "raw")
     report = cfg.report
     ci = lambda before, after: paired_bootstrap_ci(before, after, report.bootstrap_samples, report.seed,
@@ -159,22 +186,31 @@ def prior_split(cfg: Config, pairs: list[Pair]) -> dict:
     split = {}
     for rule in ("contextual", "batch"):
         base_rule = right(0, rule)
-        split[rule] = {"base_raw_accuracy": round(float(base_raw.mean()), 4),
-                       "base_calibrated_accuracy": round(float(base_rule.mean()), 4),
-                       "prior_gain": round(float(base_rule.mean() - base_raw.mean()), 4),
-                       "prior_gain_ci": ci(base_raw, base_rule),
-                       "adapter_accuracy": round(float(adapter_raw.mean()), 4),
-                       "adapter_beyond_prior": round(float(adapter_raw.mean() - base_rule.mean()), 4),
-                       "adapter_beyond_prior_ci": ci(base_rule, adapter_raw),
-                       "adapter_calibrated_accuracy": round(float(right(1, rule).mean()), 4)}
+        split[rule] = PriorSplit(base_raw_accuracy=accuracy(base_metrics, "raw"),
+                                 base_calibrated_accuracy=accuracy(base_metrics, rule),
+                                 prior_gain=round(float(base_rule.mean() - base_raw.mean()), 4),
+                                 prior_gain_ci=ci(base_raw, base_rule),
+                                 adapter_raw_accuracy=accuracy(adapter_metrics, "raw"),
+                                 adapter_raw_beyond_prior=round(float(adapter_raw.mean() - base_rule.mean()), 4),
+                                 adapter_raw_beyond_prior_ci=ci(base_rule, adapter_raw),
+                                 adapter_calibrated_accuracy=accuracy(adapter_metrics, rule))
     return split
 
 
-def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> dict:
+def versus_majority_class(adapter_metrics: dict, base_metrics: dict) -> str:
+    """Whether the adapter beats always answering the set's majority class: ``above``, ``not above`` (below, but the
+    majority rate is inside its CI) or ``significantly below`` (its CI lies below the majority rate)."""
+    majority = base_metrics["majority_class_accuracy"]
+    if adapter_metrics["accuracy"] >= majority:
+        return "above"
+    return "significantly below" if adapter_metrics["accuracy_ci_high"] < majority else "not above"
+
+
+def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str], base_metrics: dict,
+                        adapter_metrics: dict) -> PairedStats:
     """Counts, accuracy delta with CI and p-value, per-class and label-bias tables, in the set's label space."""
     cats = Counter(category(b["correct"], a["correct"]) for b, a in pairs)
-    base_correct = np.array([b["correct"] for b, _ in pairs])
-    adapter_correct = np.array([a["correct"] for _, a in pairs])
+    base_correct, adapter_correct = correctness(pairs)
     gold = [b["gold"] for b, _ in pairs]
     low, high = paired_bootstrap_ci(base_correct, adapter_correct, cfg.report.bootstrap_samples, cfg.report.seed,
                                     cfg.report.confidence)
@@ -182,6 +218,7 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> di
     adapter_pred = [predicted_label(a) for _, a in pairs]
     shown = labels + ([UNPARSEABLE] if UNPARSEABLE in base_pred + adapter_pred else [])
     transitions = Counter(zip(base_pred, adapter_pred))
+    p_value = mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0))
     return {
         "examples": len(pairs),
         **{name: cats.get(name, 0) for name in CATEGORIES},
@@ -192,7 +229,9 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> di
         "accuracy_delta_ci_high": high,
         "ci_confidence": cfg.report.confidence,
         "bootstrap_samples": cfg.report.bootstrap_samples,
-        "mcnemar_p_value": mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0)),
+        "mcnemar_p_value": p_value,
+        "significant": significant(p_value, cfg.report.confidence),
+        "adapter_vs_majority_class": versus_majority_class(adapter_metrics, base_metrics),
         "per_class": {
             "base": classification_metrics(gold, base_pred, labels, cfg.report.confidence)["per_class"],
             "adapter": classification_metrics(gold, adapter_pred, labels, cfg.report.confidence)["per_class"],
@@ -204,37 +243,19 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str]) -> di
         },
         "transitions": {f"{b}->{a}": transitions.get((b, a), 0) for b in shown for a in shown},
         **near_tie_counts(pairs, cfg.report.near_tie_margin),
-        "prior_split": prior_split(cfg, pairs),
+        "prior_split": prior_split(cfg, pairs, base_metrics, adapter_metrics),
     }
 
 
-def accuracy_by_group(pairs: list[Pair], keys: tuple[str, ...], confidence: float) -> list[dict]:
-    """Per value of the row fields ``keys`` (e.g. phenomenon, or phenomenon and gold label): both accuracies with
-    Wilson CIs, the paired difference and exact McNemar p, and Benjamini-Hochberg q-values across the groups
-    (several groups are several tests). Each result row is named by ``" / ".join`` of its values."""
-    groups: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        groups.setdefault(" / ".join(str(pair[0][key]) for key in keys), []).append(pair)
-    rows = []
-    for name in sorted(groups):
-        members = groups[name]
-        base_right = sum(b["correct"] for b, _ in members)
-        adapter_right = sum(a["correct"] for _, a in members)
-        cats = Counter(category(b["correct"], a["correct"]) for b, a in members)
-        base_ci = accuracy_interval(base_right, len(members), confidence)
-        adapter_ci = accuracy_interval(adapter_right, len(members), confidence)
-        rows.append({
-            "group": name, "rows": len(members),
-            "base_accuracy": round(base_right / len(members), 4), "base_ci": base_ci,
-            "adapter_accuracy": round(adapter_right / len(members), 4), "adapter_ci": adapter_ci,
-            "accuracy_delta": round((adapter_right - base_right) / len(members), 4),
-            "corrected": cats.get("corrected", 0), "regressed": cats.get("regressed", 0),
-            "p_value": mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0)),
-        })
-    if rows:
-        for row, q in zip(rows, false_discovery_control([row["p_value"] for row in rows], method="bh")):
-            row["q_value"] = float(q)
-    return rows
+def accuracy_by_group(pairs: list[Pair], keys: tuple[str, ...], report: ReportConfig) -> list[GroupRow]:
+    """Per value of the row fields ``keys`` (e.g. phenomenon, or phenomenon and gold label), sorted by name: the
+    group table of ``stats.group_table`` (several groups are several tests, hence its q-values). Each group is
+    named by ``" / ".join`` of its values."""
+    groups: dict[str, list[int]] = {}
+    for index, (base, _) in enumerate(pairs):
+        groups.setdefault(" / ".join(str(base[key]) for key in keys), []).append(index)
+    base_correct, adapter_correct = correctness(pairs)
+    return group_table(base_correct, adapter_correct, dict(sorted(groups.items())), report, paired_ci=False)
 
 
 def compare(cfg: Config, set_name: str, pairs: list[Pair], base_metrics: dict, adapter_metrics: dict) -> Comparison:
@@ -245,12 +266,12 @@ def compare(cfg: Config, set_name: str, pairs: list[Pair], base_metrics: dict, a
     has_phenomena = bool(pairs) and all("phenomenon" in base for base, _ in pairs)
     return Comparison(
         set_name=set_name,
-        stats=compare_predictions(cfg, pairs, labels),
+        stats=compare_predictions(cfg, pairs, labels, base_metrics, adapter_metrics),
         examples={name: pick_examples(pairs, name, count, seed, collapse)
                   for name in ("corrected", "regressed", "still_wrong")},
         labels=labels, collapse=collapse, base_metrics=base_metrics, adapter_metrics=adapter_metrics,
-        by_phenomenon=accuracy_by_group(pairs, ("phenomenon",), cfg.report.confidence) if has_phenomena else [],
-        by_phenomenon_and_gold=accuracy_by_group(pairs, ("phenomenon", "gold"), cfg.report.confidence)
+        by_phenomenon=accuracy_by_group(pairs, ("phenomenon",), cfg.report) if has_phenomena else [],
+        by_phenomenon_and_gold=accuracy_by_group(pairs, ("phenomenon", "gold"), cfg.report)
         if has_phenomena else [],
     )
 

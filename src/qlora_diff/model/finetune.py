@@ -13,13 +13,13 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from qlora_diff import atomic
-from qlora_diff.config import Config
-from qlora_diff.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
-from qlora_diff.padding import attention_mask, left_pad, position_ids
-from qlora_diff.prompts import answer_token_ids, shared_prefix
-from qlora_diff.progress import show_progress
-from qlora_diff.runtime import (
+from qlora_diff.core import atomic
+from qlora_diff.core.config import Config
+from qlora_diff.model.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.model.padding import attention_mask, left_pad, position_ids
+from qlora_diff.data.prompts import answer_token_ids, shared_prefix
+from qlora_diff.core.progress import show_progress
+from qlora_diff.core.runtime import (
     Stopwatch,
     configure_threads,
     peak_gpu_memory_gb,

@@ -13,8 +13,8 @@ import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import bootstrap
 
-from qlora_diff.config import ReportConfig
-from qlora_diff.metrics import accuracy_interval
+from qlora_diff.core.config import ReportConfig
+from qlora_diff.analysis.metrics import accuracy_interval
 
 RULES = ("raw", "contextual", "batch", "length_normalised")
 
@@ -76,9 +76,17 @@ def reliability_rows(confidence: np.ndarray, correct: np.ndarray, bins: int) -> 
             for b in range(bins) if (index == b).any()]
 
 
+def label_probability(row: dict, label: str | None, collapse: dict[str, str]) -> float | None:
+    """The model's probability of ``label`` in the set's label space, summed over the model labels that collapse to
+    it (a 2-way set adds neutral + contradiction); None for generated answers, which have no probabilities."""
+    if not row.get("probs") or label is None:
+        return None
+    return sum(p for model_label, p in row["probs"].items() if collapse[model_label] == label)
+
+
 def set_label_probs(row: dict, set_labels: list[str], collapse: dict[str, str]) -> np.ndarray:
-    """A row's label probabilities summed into the set's label space (a 2-way set adds neutral + contradiction)."""
-    return np.array([sum(p for label, p in row["probs"].items() if collapse[label] == target) for target in set_labels])
+    """A row's probabilities of every set label, in ``set_labels`` order."""
+    return np.array([label_probability(row, target, collapse) for target in set_labels])
 
 
 def confidence_and_correct(rows: list[dict], set_labels: list[str], collapse: dict[str, str]) -> tuple[np.ndarray, ...]:
@@ -96,17 +104,19 @@ def calibration_metrics(rows: list[dict], set_labels: list[str], collapse: dict[
     confidence, correct, probs = confidence_and_correct(rows, set_labels, collapse)
     gap = bootstrap((confidence - correct,), np.mean, n_resamples=report.bootstrap_samples, method="percentile",
                     confidence_level=report.confidence, rng=np.random.default_rng(report.seed)).confidence_interval
+    low, high = round(float(gap.low), 4), round(float(gap.high), 4)   # the CI as shown decides the verdict
     by_rule = {}
     for rule in RULES:
         right = sum(row["predictions_by_rule"][rule] == row["gold"] for row in rows)
-        low, high = accuracy_interval(right, len(rows), report.confidence)
-        by_rule[rule] = {"accuracy": round(right / len(rows), 4), "ci_low": low, "ci_high": high}
+        rule_low, rule_high = accuracy_interval(right, len(rows), report.confidence)
+        by_rule[rule] = {"accuracy": round(right / len(rows), 4), "ci_low": rule_low, "ci_high": rule_high}
     return {
         "ece": round(expected_calibration_error(confidence, correct, report.calibration_bins), 4),
         "ece_bins": report.calibration_bins,
         "brier": round(brier_score(probs, np.array([set_labels.index(row["gold"]) for row in rows])), 4),
         "mean_confidence": round(float(confidence.mean()), 4),
         "confidence_minus_accuracy": round(float(confidence.mean() - correct.mean()), 4),
-        "confidence_minus_accuracy_ci": [round(float(gap.low), 4), round(float(gap.high), 4)],
+        "confidence_minus_accuracy_ci": [low, high],
+        "confidence_verdict": "over-confident" if low > 0 else "under-confident" if high < 0 else "within noise",
         "accuracy_by_rule": by_rule,
     }

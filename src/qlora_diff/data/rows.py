@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from qlora_diff.config import BUNDLED_SPLITS, Config
-from qlora_diff.errors import ConfigError, InputError
+from qlora_diff.core.config import BUNDLED_SPLITS, Config
+from qlora_diff.core.errors import ConfigError, InputError
 
 NO_GOLD = {"-", "", "-1", -1}
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")

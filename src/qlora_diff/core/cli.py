@@ -8,9 +8,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from qlora_diff.config import Config, load_config
-from qlora_diff.errors import ConfigError, PipelineError
-from qlora_diff.progress import quiet_library_progress_bars
+from qlora_diff.core.config import Config, load_config
+from qlora_diff.core.errors import ConfigError, PipelineError
+from qlora_diff.core.progress import quiet_library_progress_bars
 
 # bitsandbytes looks for an optional hub-downloaded kernel package on every CPU import; offline it cannot
 # be fetched, and the dequantize path it falls back to is the one we want anyway (see modeling.py).
@@ -34,24 +34,28 @@ def quiet_unactionable_warnings() -> None:
         logging.getLogger(logger_name).addFilter(_DropMessages(fragments))
 
 
-def uses_the_hub(cfg: Config) -> bool:
-    """Whether any configured source downloads from the hub; only then may the stages go online."""
-    sources = [cfg.model.source, cfg.data.source, *(s.source for s in cfg.eval_sets.values())]
-    return "hub" in sources
+def decide_hub_access(downloads: bool) -> None:
+    """``HF_HUB_OFFLINE`` for this stage: online only for a stage that downloads (``downloads``), offline for every
+    other; a value the user set is never overridden. huggingface_hub reads the variable once, when imported, so the
+    decision must come first."""
+    if "huggingface_hub" in sys.modules:
+        raise RuntimeError("huggingface_hub was imported before the stage decided its hub access")
+    os.environ.setdefault("HF_HUB_OFFLINE", "0" if downloads else "1")
 
 
-def run_stage(main: Callable[..., None], description: str, *positionals: tuple[str, tuple[str, ...] | None]) -> None:
+def run_stage(main: Callable[..., None], description: str, *positionals: tuple[str, tuple[str, ...] | None],
+              downloads: Callable[..., bool] = lambda cfg, *values: False) -> None:
     """Parse ``--params`` and the stage's positional arguments, validate params before any heavy import, run
     ``main(cfg, *values)`` and exit non-zero on bad input.
 
     Each positional is ``(name, choices)``; ``choices=None`` with name ``eval_set`` means a key of ``eval_sets``.
+    ``downloads(cfg, *values)`` says whether this stage, with these params, fetches from the hub.
     """
     parser = argparse.ArgumentParser(description=description)
     for name, choices in positionals:
         parser.add_argument(name, choices=choices)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_library_progress_bars()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -60,12 +64,11 @@ def run_stage(main: Callable[..., None], description: str, *positionals: tuple[s
         cfg = load_config(args.params)  # before torch/transformers are imported: bad params fail in ~1 s
     except PipelineError as exc:
         _fail(exc)
-    if uses_the_hub(cfg):
-        os.environ["HF_HUB_OFFLINE"] = "0"
     values = [getattr(args, name) for name, _ in positionals]
     if "eval_set" in vars(args) and args.eval_set not in cfg.eval_sets:
         _fail(ConfigError(f"params: evaluation set {args.eval_set!r} is not in 'eval_sets'; allowed: "
                           f"{', '.join(cfg.eval_sets)}."))
+    decide_hub_access(downloads(cfg, *values))
     try:
         main(cfg, *values)
     except PipelineError as exc:

@@ -6,7 +6,7 @@ relative to A, and the exact McNemar p. Each run holds one fine-tune (one traini
 plainly that seed noise was not measured: a significant test shows that these two adapters differ on these rows,
 not that one config beats the other.
 
-Run: python -m qlora_diff.runs A B [--out runs.md]     (e.g. `python -m qlora_diff.runs main lora-r8`)
+Run: python -m qlora_diff.analysis.runs A B [--out runs.md]     (e.g. `python -m qlora_diff.analysis.runs main lora-r8`)
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from tabulate import tabulate
 
-from qlora_diff import atomic
-from qlora_diff.compare import index_predictions, mcnemar_exact_p, paired_bootstrap_ci
-from qlora_diff.config import Config, load_config
-from qlora_diff.errors import InputError
-
-PREDICTIONS = "reports/predictions/{set_name}/adapter.jsonl"
+from qlora_diff.core import atomic, paths
+from qlora_diff.analysis.compare import index_predictions
+from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
+from qlora_diff.core.config import Config, load_config
+from qlora_diff.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class RunDifference:
     @property
     def significant(self) -> bool:
         """The exact McNemar test at the report's level (1 - confidence)."""
-        return self.mcnemar_p < 1 - self.confidence
+        return significant(self.mcnemar_p, self.confidence)
 
     def verdict(self, name_a: str, name_b: str) -> str:
         """One sentence that claims no more than the test supports; seed noise is not measured with one seed."""
@@ -113,7 +112,7 @@ def read_run(rev: str | None, repo: str = ".") -> dict[str, list[dict]]:
     params = YAML(typ="safe", pure=True).load(dvc.api.read("params.yaml", repo=repo, rev=rev, encoding="utf-8"))
     runs = {}
     for set_name in params["eval_sets"]:
-        text = dvc.api.read(PREDICTIONS.format(set_name=set_name), repo=repo, rev=rev, encoding="utf-8")
+        text = dvc.api.read(str(paths.predictions(set_name, "adapter")), repo=repo, rev=rev, encoding="utf-8")
         runs[set_name] = [json.loads(line) for line in text.splitlines() if line.strip()]
     return runs
 
