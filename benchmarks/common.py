@@ -41,9 +41,9 @@ def rows(count: int) -> list[dict]:
 def score(adapter_dir: Path | None, compute_dtype: str, batch_size: int, count: int) -> tuple[list[list[float]], float]:
     """Label log-probabilities of the first ``count`` eval rows (NF4 weights, CPU) and the scoring seconds
     (model loading excluded)."""
+    from qlora_diff.data.prompts import answer_token_ids
     from qlora_diff.model.evaluate import load_for_eval
     from qlora_diff.model.modeling import load_tokenizer
-    from qlora_diff.data.prompts import answer_token_ids
     from qlora_diff.model.scoring import encode_prompts, label_logprobs
 
     cfg = config(runtime={"device": "cpu"}, eval={"compute_dtype": compute_dtype})

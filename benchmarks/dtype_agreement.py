@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from common import REPO, clone_repo, config, write_results
-from qlora_diff.core import atomic
+
 from qlora_diff.analysis.runs import align, difference
+from qlora_diff.core import atomic
 
 
 def predictions(root: Path, set_name: str, model: str) -> list[dict]:

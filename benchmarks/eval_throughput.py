@@ -8,10 +8,10 @@ Run: python benchmarks/eval_throughput.py   (after `dvc repro prepare`)
 from __future__ import annotations
 
 import torch
-
 from common import MODEL_DIR, config, rows, timed, write_results
-from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
+
 from qlora_diff.data.prompts import answer_token_ids
+from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
 from qlora_diff.model.scoring import batches, encode_prompts, generate_answers, label_logprobs, padded_batch
 
 ROWS = 200

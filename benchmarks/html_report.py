@@ -23,6 +23,7 @@ from common import REPO, write_results
 
 sys.path.insert(0, str(REPO / "tests"))
 from browser import launched_chromium, offline_visit  # noqa: E402
+
 from qlora_diff.core.config import load_config  # noqa: E402
 from qlora_diff.render.html_report import SetPage, read_set_page, render_page  # noqa: E402
 

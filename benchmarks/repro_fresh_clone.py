@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import REPO, clone_repo, write_results
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")

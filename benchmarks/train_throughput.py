@@ -28,13 +28,19 @@ def ceiling(dtype: str) -> dict:
     import time
 
     import torch
-
     from common import MODEL_DIR, config
+
     from qlora_diff.core import atomic
-    from qlora_diff.model.finetune import LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora, build_examples
-    from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
-    from qlora_diff.data.prompts import answer_token_ids
     from qlora_diff.core.runtime import peak_process_memory_gb
+    from qlora_diff.data.prompts import answer_token_ids
+    from qlora_diff.model.finetune import (
+        LeftPadCollator,
+        answer_window_forward,
+        answer_window_loss,
+        attach_lora,
+        build_examples,
+    )
+    from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
 
     cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"})
     tokenizer = load_tokenizer(MODEL_DIR)
@@ -61,6 +67,7 @@ def stage(dtype: str, share_prefix: bool) -> dict:
     from pathlib import Path
 
     from common import MODEL_DIR, config
+
     from qlora_diff.model.finetune import finetune
 
     cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},

@@ -1,7 +1,7 @@
 """Stage base_model: write models/base (HF checkpoint) and models/base.json from params `model`."""
 
-from qlora_diff.core.cli import run_stage
 from qlora_diff.core import paths
+from qlora_diff.core.cli import run_stage
 from qlora_diff.core.config import Config
 
 

@@ -5,11 +5,12 @@ Usage: python stages/compare.py SET [--params params.yaml]
 """
 
 import json
+
+from qlora_diff.analysis.compare import compare, join_predictions, reliability_plot_rows, transition_rows
+from qlora_diff.analysis.explain import explain, slice_plot_rows
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.cli import run_stage
-from qlora_diff.analysis.compare import compare, join_predictions, reliability_plot_rows, transition_rows
 from qlora_diff.core.config import Config
-from qlora_diff.analysis.explain import explain, slice_plot_rows
 from qlora_diff.render.report import render_set_section, summary_paragraph
 
 

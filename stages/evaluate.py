@@ -3,8 +3,8 @@
 Usage: python stages/evaluate.py base|adapter SET [--params params.yaml]
 """
 
-from qlora_diff.core.cli import run_stage
 from qlora_diff.core import paths
+from qlora_diff.core.cli import run_stage
 from qlora_diff.core.config import Config
 
 

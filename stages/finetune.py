@@ -7,8 +7,9 @@ With train.num_processes > 1 it relaunches itself under torchrun (data parallel;
 import os
 import subprocess
 import sys
-from qlora_diff.core.cli import run_stage
+
 from qlora_diff.core import paths
+from qlora_diff.core.cli import run_stage
 from qlora_diff.core.config import Config
 
 

@@ -3,9 +3,8 @@
 Usage: python stages/hypothesis_baseline.py [--params params.yaml]
 """
 
-from qlora_diff.core import atomic
+from qlora_diff.core import atomic, paths
 from qlora_diff.core.cli import run_stage
-from qlora_diff.core import paths
 from qlora_diff.core.config import Config
 
 

@@ -1,7 +1,7 @@
 """Stage prepare: data/prepared/train.jsonl and metrics/data.json (the fine-tuning rows) from params `data`, `prompt`."""
 
-from qlora_diff.core.cli import run_stage
 from qlora_diff.core import paths
+from qlora_diff.core.cli import run_stage
 from qlora_diff.core.config import Config
 
 

@@ -2,6 +2,7 @@
 reports/comparison.html (every row of every set, filterable, with charts; self-contained)."""
 
 import json
+
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.cli import run_stage
 from qlora_diff.core.config import Config

@@ -4,11 +4,10 @@ Writes reports/predictions/<set>/slices.jsonl and metrics/eval/<set>/slices.json
 Usage: python stages/slices.py SET [--params params.yaml]
 """
 
-from qlora_diff.core import atomic
-from qlora_diff.core.cli import run_stage
-from qlora_diff.core import paths
-from qlora_diff.core.config import Config
 from qlora_diff.analysis.metrics import classification_metrics
+from qlora_diff.core import atomic, paths
+from qlora_diff.core.cli import run_stage
+from qlora_diff.core.config import Config
 
 
 def main(cfg: Config, eval_set: str) -> None:

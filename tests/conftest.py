@@ -80,8 +80,8 @@ def tiny_params(**overrides) -> dict:
 def prepare_all(project: Path) -> None:
     """The prepare stage and every eval set's prepare_eval stage, in process, for ``project/params.yaml``."""
     from qlora_diff.core.config import load_config
-    from qlora_diff.data.prepare_eval import prepare_eval_set
     from qlora_diff.data.prepare import prepare_train
+    from qlora_diff.data.prepare_eval import prepare_eval_set
 
     cfg = load_config(project / "params.yaml")
     prepare_train(cfg, project / "models/base", project / "data/prepared/train.jsonl", project / "metrics/data.json")

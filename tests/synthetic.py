@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
+
 from qlora_diff.analysis.calibration import RULES, calibration_metrics
 from qlora_diff.analysis.metrics import classification_metrics
 from qlora_diff.core.config import parse_config

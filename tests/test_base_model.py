@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from qlora_diff.model.base_model import build_base_model, embedded_gguf_path, load_gguf
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import ModelFileError
+from qlora_diff.model.base_model import build_base_model, embedded_gguf_path, load_gguf
 from qlora_diff.model.modeling import check_model_dir, load_causal_lm, load_tokenizer
 
 PROMPT = "<|im_start|>user\nPremise: A man plays a guitar.\nHypothesis: A person makes music.<|im_end|>\n"

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from qlora_diff.analysis.calibration import (brier_score, expected_calibration_error, label_probs, margins, reliability_rows,
-                                    rule_scores)
+from qlora_diff.analysis.calibration import (
+    brier_score,
+    expected_calibration_error,
+    label_probs,
+    margins,
+    reliability_rows,
+    rule_scores,
+)
 from qlora_diff.analysis.compare import join_predictions, near_tie_counts, prior_split
 from qlora_diff.core.config import parse_config
 

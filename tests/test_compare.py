@@ -7,16 +7,24 @@ import re
 
 import numpy as np
 import pytest
-
-from qlora_diff.core.errors import InputError
 from conftest import REPO
+from synthetic import (
+    HYPOTHESIS_ONLY,
+    LABELS,
+    build_pairs,
+    model_metrics,
+    prediction,
+    run_stage,
+    slice_rows,
+    write_project,
+)
+
 from qlora_diff.analysis.compare import compare, compare_predictions, join_predictions, versus_majority_class
+from qlora_diff.analysis.explain import explain
 from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
 from qlora_diff.core.config import parse_config
-from qlora_diff.analysis.explain import explain
+from qlora_diff.core.errors import InputError
 from qlora_diff.render.report import headline, render_set_section
-from synthetic import (HYPOTHESIS_ONLY, LABELS, build_pairs, model_metrics, prediction, run_stage, slice_rows,
-                       write_project)
 
 
 def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from qlora_diff.core.config import Config, load_config, parse_config
 from qlora_diff.core.errors import ConfigError
 

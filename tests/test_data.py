@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 import yaml
-
 from conftest import prepare_all, snli_rows, tiny_params
+
 from qlora_diff.core.config import load_config, parse_config
-from qlora_diff.data.rows import RowSource, read_rows, remove_overlap, stratified_sample
 from qlora_diff.core.errors import ConfigError, InputError
+from qlora_diff.data.rows import RowSource, read_rows, remove_overlap, stratified_sample
 
 GOOD = {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment"}
 

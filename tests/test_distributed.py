@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, prepare_all, tiny_params
+
 from qlora_diff.core.config import load_config
 
 

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import prepare_all, snli_rows, tiny_params
+
+from qlora_diff.analysis.metrics import classification_metrics
 from qlora_diff.core.config import load_config, parse_config
 from qlora_diff.core.errors import InputError
 from qlora_diff.model.evaluate import _prediction_rows, evaluate
-from qlora_diff.analysis.metrics import classification_metrics
 
 TWO_WAY = {"source": "local", "path": "data/eval_sets/rte_like.jsonl", "size": "all",
            "label_map": {"entailment": "entailment", "not_entailment": ["neutral", "contradiction"]}}
@@ -76,9 +76,9 @@ def test_a_set_label_missing_from_the_label_map_stops_before_any_model_loads(pro
     write_two_way_set(project, ["entailment", "not_entailment", "contradiction"])
     params = tiny_params(eval_sets={"rte_like": TWO_WAY})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    from qlora_diff.model import modeling
-    from qlora_diff.data.prepare_eval import prepare_eval_set
     from qlora_diff.data.prepare import prepare_train
+    from qlora_diff.data.prepare_eval import prepare_eval_set
+    from qlora_diff.model import modeling
 
     cfg = load_config("params.yaml")
     prepare_train(cfg, project / "models/base", project / "data/prepared/train.jsonl", project / "metrics/data.json")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import prepare_all, tiny_params
+
 from qlora_diff.core.config import load_config
 from qlora_diff.model.evaluate import evaluate
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import model_metrics
 
 from qlora_diff.analysis.compare import category, compare, join_predictions, pick_examples
+from qlora_diff.analysis.explain import (
+    attach_features,
+    explain,
+    findings,
+    gain_split,
+    over_representation,
+    slice_members,
+    slice_plot_rows,
+)
 from qlora_diff.core.config import parse_config
-from qlora_diff.analysis.explain import (attach_features, explain, findings, gain_split, over_representation, slice_members,
-                                slice_plot_rows)
 from qlora_diff.core.errors import InputError
 from qlora_diff.render.report import render_set_section
-from synthetic import model_metrics
 
 LABELS = ["entailment", "neutral", "contradiction"]
 CFG = parse_config({"report": {"bootstrap_samples": 500}})

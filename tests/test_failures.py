@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import signal
-import fcntl
 import pty
+import signal
 import struct
 import subprocess
 import sys
@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, prepare_all, tiny_params
+
 from qlora_diff.core.config import load_config
 
 
@@ -110,8 +110,8 @@ def test_interrupted_evaluation_leaves_no_partial_outputs(project, sig):
 
 def test_out_of_memory_in_evaluation_gives_advice(tiny_model_dir, monkeypatch):
     from qlora_diff.core.config import parse_config
-    from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
     from qlora_diff.core.errors import OutOfMemory
+    from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
     from qlora_diff.model.scoring import encode_prompts, label_logprobs
 
     cfg = parse_config(tiny_params())

@@ -9,15 +9,28 @@ import bitsandbytes as bnb
 import pytest
 import torch
 import yaml
-
 from conftest import prepare_all, snli_rows, tiny_params
+
 from qlora_diff.core.config import load_config, parse_config
-from qlora_diff.model.finetune import (IGNORE_INDEX, LeftPadCollator, answer_window_forward, answer_window_loss, attach_lora,
-                                 build_examples, finetune, split_shared_prefix)
 from qlora_diff.core.errors import ConfigError
-from qlora_diff.model.modeling import (check_target_modules, count_parameters, disable_cpu_inference_repack, load_causal_lm,
-                                  load_tokenizer)
 from qlora_diff.data.prompts import answer_token_ids, format_prompt
+from qlora_diff.model.finetune import (
+    IGNORE_INDEX,
+    LeftPadCollator,
+    answer_window_forward,
+    answer_window_loss,
+    attach_lora,
+    build_examples,
+    finetune,
+    split_shared_prefix,
+)
+from qlora_diff.model.modeling import (
+    check_target_modules,
+    count_parameters,
+    disable_cpu_inference_repack,
+    load_causal_lm,
+    load_tokenizer,
+)
 
 CPU = torch.device("cpu")
 

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
-
 from browser import offline_visit
 from conftest import REPO
+from synthetic import LABELS, build_pairs, build_reports, slice_rows
+
 from qlora_diff.analysis.compare import join_predictions
 from qlora_diff.render.html_report import COLUMNS, _script_json, page_data, set_rows
-from synthetic import LABELS, build_pairs, build_reports, slice_rows
 
 
 def committed_sets() -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from browser import offline_visit
 from conftest import REPO
+
 from qlora_diff.core.paths import OFFLINE_PLOTS_PAGE as TARGET
 from qlora_diff.tools.offline_plots import render_template
 

@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO
+
 from qlora_diff.tools.pr_report import build_comment, image_name, plot_specs, write_plot_images
 
 

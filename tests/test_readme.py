@@ -1,4 +1,5 @@
-"""The README's numbers come from the files: generated blocks are current, and quoted transcripts match metrics/."""
+"""The numbers in the README and the docs pages come from the files: generated blocks are current, quoted
+transcripts match metrics/, and the README stays short with every docs page in its index."""
 
 from __future__ import annotations
 
@@ -6,17 +7,45 @@ import json
 import re
 
 import pytest
-
 from conftest import REPO
-from qlora_diff.tools.readme import BLOCK, RENDERERS, render_readme
+
+from qlora_diff.tools.readme import BLOCK, RENDERERS, pages, render_readme
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
+EXPERIMENTS = (REPO / "docs" / "experiments.md").read_text(encoding="utf-8")
 
 
-def test_every_generated_block_is_current():
-    names = [m["name"] for m in BLOCK.finditer(README)]
-    assert {"results", "eval_throughput", "train_throughput"} <= set(names)
-    assert render_readme(README, REPO) == README, "run `python -m qlora_diff.tools.readme` and commit the README"
+@pytest.mark.parametrize("page", [str(p.relative_to(REPO)) for p in pages(REPO)])
+def test_every_generated_block_is_current(page):
+    text = (REPO / page).read_text(encoding="utf-8")
+    assert render_readme(text, REPO) == text, "run `python -m qlora_diff.tools.readme` and commit the pages"
+
+
+def test_every_renderer_has_its_block_somewhere():
+    """A renderer with no block is dead code; a block in two places would be two copies of one table."""
+    names = [m["name"] for page in pages(REPO) for m in BLOCK.finditer(page.read_text(encoding="utf-8"))]
+    assert sorted(names) == sorted(RENDERERS)
+    assert "results" in [m["name"] for m in BLOCK.finditer(README)]
+
+
+def test_the_readme_is_short_and_indexes_every_docs_page():
+    assert len(README.splitlines()) <= 250
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", README))
+    assert linked == {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+
+
+def test_every_relative_link_in_the_pages_resolves():
+    for page in pages(REPO):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"https?://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path) if path else page
+            assert resolved.exists(), f"{page.name}: link to {target}"
+            if anchor and resolved.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", resolved.read_text(encoding="utf-8"), re.M)
+                slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+                assert anchor in slugs, f"{page.name}: no heading for #{anchor} in {resolved.name}"
 
 
 def test_a_stale_number_is_caught(tmp_path):
@@ -38,9 +67,9 @@ def _metric(path: str, dotted: str):
 
 
 def test_metrics_diff_transcript_matches_the_committed_metrics():
-    """`dvc metrics diff main <exp>` quoted in the README: its `main` column is today's committed metrics."""
-    start = README.index("$ dvc metrics diff main ")
-    block = README[start:README.index("```", start)]
+    """`dvc metrics diff main <exp>` quoted in docs/experiments.md: its `main` column is today's committed metrics."""
+    start = EXPERIMENTS.index("$ dvc metrics diff main ")
+    block = EXPERIMENTS[start:EXPERIMENTS.index("```", start)]
     rows = re.findall(r"^(metrics/\S+\.json)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", block, re.M)
     assert len(rows) >= 10
     for path, key, main, _, _ in rows:

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from qlora_diff.analysis.runs import align, compare_runs, read_run, render
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import InputError
-from qlora_diff.analysis.runs import align, compare_runs, read_run, render
 
 CFG = parse_config({"report": {"bootstrap_samples": 1000}})
 

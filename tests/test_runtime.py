@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_params
+
 from qlora_diff.core import runtime
 from qlora_diff.core.config import parse_config
+from qlora_diff.core.runtime import resolve_compute_dtype
 from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_causal_lm
-from qlora_diff.core.runtime import resolve_compute_dtype
 
 CPU = torch.device("cpu")
 ZEN4 = {"avx2", "avx512f", "avx512_bf16"}

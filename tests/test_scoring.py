@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import snli_rows
+
 from qlora_diff.core.config import parse_config
+from qlora_diff.data.prompts import answer_token_ids, format_prompt, shared_prefix
 from qlora_diff.model.modeling import load_causal_lm, load_tokenizer
-from qlora_diff.data.prompts import answer_token_ids, format_prompt
-from qlora_diff.data.prompts import shared_prefix
 from qlora_diff.model.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
 # Two-word label words make every answer several tokens long.

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, SNLI, snli_rows
+
+from qlora_diff.analysis.slices import bin_label, describe, overlap_share, row_features, words
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import ConfigError
-from qlora_diff.analysis.slices import bin_label, describe, overlap_share, row_features, words
 
 SLICES = parse_config({}).slices
 

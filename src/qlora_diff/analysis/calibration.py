@@ -13,8 +13,8 @@ import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import bootstrap
 
-from qlora_diff.core.config import ReportConfig
 from qlora_diff.analysis.metrics import accuracy_interval
+from qlora_diff.core.config import ReportConfig
 
 RULES = ("raw", "contextual", "batch", "length_normalised")
 

@@ -12,11 +12,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from qlora_diff.analysis.slices import ARTIFACT_EASY, ARTIFACT_HARD, row_features, stopwords
 from qlora_diff.core import atomic
 from qlora_diff.core.config import Config
-from qlora_diff.data.rows import training_pool
 from qlora_diff.core.errors import InputError
-from qlora_diff.analysis.slices import ARTIFACT_EASY, ARTIFACT_HARD, row_features, stopwords
+from qlora_diff.data.rows import training_pool
 
 
 def training_rows(cfg: Config, finetune_rows_path: Path) -> list[dict]:

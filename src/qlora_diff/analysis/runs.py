@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from tabulate import tabulate
 
-from qlora_diff.core import atomic, paths
 from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
+from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
 

@@ -12,8 +12,8 @@ from qlora_diff.data.rows import ReadStats, label_counts, stratified_sample, tra
 
 def with_prompts(cfg: Config, rows: list[dict], model_dir: Path) -> list[int]:
     """Add each row's chat prompt; returns the prompt lengths in tokens."""
-    from qlora_diff.model.modeling import load_tokenizer
     from qlora_diff.data.prompts import format_prompt
+    from qlora_diff.model.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     lengths = []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qlora_diff.core import atomic
-from qlora_diff.data.challenge import generate
-from qlora_diff.core.config import Config
-from qlora_diff.data.rows import ReadStats, RowSource, pair_key, read_rows, stratified_sample
 from qlora_diff.analysis.metrics import chance_rate, majority_class_rate
+from qlora_diff.core import atomic
+from qlora_diff.core.config import Config
+from qlora_diff.data.challenge import generate
 from qlora_diff.data.prepare import split_stats, with_prompts
+from qlora_diff.data.rows import ReadStats, RowSource, pair_key, read_rows, stratified_sample
 
 
 def prepare_eval_set(cfg: Config, name: str, model_dir: Path, train_path: Path, out_path: Path,

@@ -8,14 +8,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qlora_diff.core import atomic
 from qlora_diff.analysis.calibration import calibration_metrics, label_probs, margins, rule_scores
-from qlora_diff.core.config import Config
 from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
-from qlora_diff.model.modeling import count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.core import atomic
+from qlora_diff.core.config import Config
+from qlora_diff.core.runtime import (
+    Stopwatch,
+    configure_threads,
+    peak_gpu_memory_gb,
+    peak_process_memory_gb,
+    resolve_compute_dtype,
+    select_device,
+)
 from qlora_diff.data.prompts import answer_token_ids, format_prompt
-from qlora_diff.core.runtime import (Stopwatch, configure_threads, peak_gpu_memory_gb, peak_process_memory_gb,
-                                resolve_compute_dtype, select_device)
+from qlora_diff.model.modeling import count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.model.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,6 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from qlora_diff.core import atomic
 from qlora_diff.core.config import Config
-from qlora_diff.model.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
-from qlora_diff.model.padding import attention_mask, left_pad, position_ids
-from qlora_diff.data.prompts import answer_token_ids, shared_prefix
 from qlora_diff.core.progress import show_progress
 from qlora_diff.core.runtime import (
     Stopwatch,
@@ -27,6 +24,9 @@ from qlora_diff.core.runtime import (
     resolve_compute_dtype,
     select_device,
 )
+from qlora_diff.data.prompts import answer_token_ids, shared_prefix
+from qlora_diff.model.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
+from qlora_diff.model.padding import attention_mask, left_pad, position_ids
 
 IGNORE_INDEX = -100
 FINGERPRINT_FILE = "fingerprint.json"

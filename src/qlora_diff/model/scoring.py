@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from qlora_diff.core.errors import OutOfMemory
-from qlora_diff.model.padding import attention_mask, left_pad, position_ids
 from qlora_diff.core.progress import show_progress
 from qlora_diff.data.prompts import shared_prefix
+from qlora_diff.model.padding import attention_mask, left_pad, position_ids
 
 T = TypeVar("T")
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from qlora_diff.core import atomic, paths
-from qlora_diff.render import charts
 from qlora_diff.analysis.calibration import label_probability
 from qlora_diff.analysis.compare import Pair, category, join_predictions, predicted_label
-from qlora_diff.core.config import Config
 from qlora_diff.analysis.explain import attach_features
-from qlora_diff.render.report import cross_set_table, headline, summary_paragraph
 from qlora_diff.analysis.slices import tags
+from qlora_diff.core import atomic, paths
+from qlora_diff.core.config import Config
+from qlora_diff.render import charts
+from qlora_diff.render.report import cross_set_table, headline, summary_paragraph
 
 TEMPLATES = Path(__file__).parent / "templates"
 # One row of the page's data, in this column order (the page script reads columns by name).

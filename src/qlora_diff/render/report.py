@@ -8,6 +8,7 @@ from qlora_diff.analysis.compare import Comparison, Pair, gold_probability
 from qlora_diff.analysis.explain import Explanation
 from qlora_diff.analysis.slices import tags
 
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 

@@ -1,9 +1,9 @@
-"""Keep the README's numbers equal to the files they come from.
+"""Keep the numbers in the README and the docs pages equal to the files they come from.
 
 Blocks between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` are rendered from ``metrics/`` and
 ``benchmarks/results/``; nothing in them is typed by hand. Run after ``dvc repro`` or a benchmark:
 
-    python -m qlora_diff.tools.readme            # rewrite the blocks
+    python -m qlora_diff.tools.readme            # rewrite the blocks of README.md and docs/*.md
     python -m qlora_diff.tools.readme --check    # exit 1 when a block is stale (the test suite runs this)
 """
 
@@ -128,7 +128,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "explanations": explanations,
     "calibration": calibration,
     **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone",
-                                          "batch_invariance", "html_report", "dtype_agreement")},
+                                          "batch_invariance", "html_report")},
 }
 
 
@@ -143,21 +143,27 @@ def render_readme(text: str, root: Path) -> str:
     return BLOCK.sub(replace, text)
 
 
+def pages(root: Path) -> list[Path]:
+    """The files that may hold generated blocks: the README and every docs page."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only report stale blocks (exit 1)")
     parser.add_argument("--root", type=Path, default=Path("."))
     args = parser.parse_args()
-    readme = args.root / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    fresh = render_readme(text, args.root)
-    if args.check:
+    stale = []
+    for page in pages(args.root):
+        text = page.read_text(encoding="utf-8")
+        fresh = render_readme(text, args.root)
         if fresh != text:
-            sys.exit("README.md: generated blocks are stale; run `python -m qlora_diff.tools.readme`.")
-        print("README.md: generated blocks are current.")
-    elif fresh != text:
-        readme.write_text(fresh, encoding="utf-8")
-        print("README.md: generated blocks rewritten.")
+            stale.append(str(page.relative_to(args.root)))
+            if not args.check:
+                page.write_text(fresh, encoding="utf-8")
+    if args.check and stale:
+        sys.exit(f"{', '.join(stale)}: generated blocks are stale; run `python -m qlora_diff.tools.readme`.")
+    print(f"{', '.join(stale)}: generated blocks rewritten." if stale else "every generated block is current.")
 
 
 if __name__ == "__main__":
