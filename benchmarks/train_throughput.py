@@ -7,7 +7,8 @@ like with like.  Each measurement runs in its own process so peak memory is its 
 - finetune: `finetune()` itself (Trainer, optimizer, logging, checkpoints) for TRAIN_STEPS steps on the real model
   and rows; tokens/s counts every non-padding token of a row, shared prefix included, as metrics/finetune.json does.
 
-Run: python benchmarks/train_throughput.py   (after `dvc repro prepare`; quiet machine: nothing else running)
+Run: python benchmarks/train_throughput.py [--label CLASS]   (after `dvc repro prepare`; quiet machine: nothing else
+running; --label: results go to train_throughput_CLASS.{json,md}, one file per machine class)
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
         result = ceiling(args[0]) if kind == "ceiling" else stage(args[0], args[1] == "shared")
         print(json.dumps(result))
         return
+    label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
     results = []
     for dtype in DTYPES:
         top = child("ceiling", dtype)
@@ -113,7 +115,7 @@ def main() -> None:
              f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x",
              "bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
              "and fp32 is faster, which is what quant.compute_dtype: auto picks (runtime.resolve_compute_dtype)"]
-    write_results("train_throughput", "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
+    write_results("_".join(filter(None, ["train_throughput", label])), "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,39 @@ def build_reports(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJE
     for name in sets:
         run_stage(root, "compare.py", name)
     run_stage(root, "report.py")
+
+
+def run_rows(correct: list[bool], prefix: str = "r") -> list[dict]:
+    """One run's adapter predictions, right where ``correct`` says."""
+    return [{"id": f"{prefix}{i:04d}", "gold": "entailment", "prediction": "entailment" if ok else "neutral",
+             "correct": bool(ok)} for i, ok in enumerate(correct)]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def _commit_run(repo: Path, correct: list[bool], message: str) -> None:
+    path = repo / "reports/predictions/snli/adapter.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in run_rows(correct)))
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], cwd=repo, check=True, capture_output=True)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+
+
+def two_run_repo(tmp_path: Path) -> Path:
+    """A git + DVC repo with two runs of one set: tag ``run-a`` (6 of 10 rows right) and HEAD (9 of 10: B fixes 3,
+    breaks none). The workspace copy of the predictions is deleted: only DVC's cache holds them."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.com")
+    _git(repo, "config", "user.name", "t")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
+    _commit_run(repo, [True] * 6 + [False] * 4, "run a")
+    _git(repo, "tag", "run-a")
+    _commit_run(repo, [True] * 9 + [False], "run b")
+    (repo / "reports/predictions/snli/adapter.jsonl").unlink()
+    return repo

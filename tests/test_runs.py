@@ -3,12 +3,9 @@ noise is not called real, mismatched runs fail clearly, and revisions are read t
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from synthetic import run_rows, two_run_repo
 
 from qlora_diff.analysis.runs import align, compare_runs, read_run, render
 from qlora_diff.core.config import parse_config
@@ -17,9 +14,7 @@ from qlora_diff.core.errors import InputError
 CFG = parse_config({"report": {"bootstrap_samples": 1000}})
 
 
-def rows(correct: list[bool], prefix: str = "r") -> list[dict]:
-    return [{"id": f"{prefix}{i:04d}", "gold": "entailment", "prediction": "entailment" if ok else "neutral",
-             "correct": bool(ok)} for i, ok in enumerate(correct)]
+rows = run_rows
 
 
 def test_a_planted_difference_is_reported_with_its_numbers():
@@ -73,30 +68,7 @@ def test_mismatched_runs_name_the_set_and_the_first_mismatched_id():
         align("snli", a, [{**a[0], "gold": "neutral"}] + a[1:])
 
 
-def git(repo, *args):
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
-def commit_run(repo, correct: list[bool], message: str) -> None:
-    path = repo / "reports/predictions/snli/adapter.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows(correct)))
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], cwd=repo, check=True, capture_output=True)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
-
-
 def test_two_revisions_are_read_through_dvc_without_a_checkout(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
-    commit_run(repo, [True] * 6 + [False] * 4, "run a")
-    git(repo, "tag", "run-a")
-    commit_run(repo, [True] * 9 + [False], "run b")
-    (repo / "reports/predictions/snli/adapter.jsonl").unlink()  # the workspace copy is not what is read
+    repo = two_run_repo(tmp_path)   # tag run-a: 6 of 10 right; HEAD: 9 of 10; no workspace copy
     (diff,) = compare_runs(read_run("run-a", str(repo)), read_run("HEAD", str(repo)), CFG)
     assert (diff.accuracy_a, diff.accuracy_b, diff.fixed, diff.broken) == (0.6, 0.9, 3, 0)

@@ -1,5 +1,6 @@
-"""Build the pull-request comment: `dvc metrics diff <base> --md`, every `dvc plots diff <base>` plot as a PNG beside
-it, then the generated comparison report.
+"""Build the pull-request comment. First the question a reviewer asks, is this branch better: the branch's adapter
+against the base branch's on the same rows, per evaluation set, with a paired test (``qlora_diff.analysis.runs``).
+Then `dvc metrics diff <base> --md`, every `dvc plots diff <base>` plot as a PNG, and the generated report.
 
 The plots are DVC's own specs (base revision vs the workspace, or ``--head``) drawn by vl-convert: no browser, no
 network. The workflow posts the comment with CML (`cml comment update --publish`), which uploads the images the
@@ -16,8 +17,25 @@ import re
 import subprocess
 from pathlib import Path
 
+from qlora_diff.analysis.runs import compare_runs, read_run, render
 from qlora_diff.core import atomic, paths
+from qlora_diff.core.config import Config, load_config
+from qlora_diff.core.errors import InputError
 from qlora_diff.render import charts
+
+
+def comparison_markdown(base: str, head: str | None, cfg: Config, repo: str = ".") -> str:
+    """The comment's lead: the head's adapter (the workspace when ``head`` is None) against the base revision's,
+    paired by row. Runs that cannot be paired say why instead: the branch changed an evaluation set, or a run's
+    predictions are in neither the DVC cache nor its remote (`dvc push` them from that branch)."""
+    from dvc.exceptions import DvcException
+
+    name_head = head or "workspace"
+    try:
+        differences = compare_runs(read_run(base, repo), read_run(head, repo), cfg, base, name_head)
+    except (InputError, DvcException, FileNotFoundError) as exc:
+        return f"## `{name_head}` against `{base}`\n\nThe two runs cannot be compared row by row: {exc}\n"
+    return render(differences, base, name_head)
 
 
 def metrics_diff_markdown(base: str, head: str | None = None) -> str:
@@ -55,10 +73,12 @@ def write_plot_images(specs: dict[str, dict], directory: Path) -> list[tuple[str
 
 
 def build_comment(base: str, report: Path, images: list[tuple[str, Path]], comment_dir: Path,
-                  head: str | None = None) -> str:
-    """The comment's Markdown; image links are relative to ``comment_dir``, where the comment file is written."""
+                  head: str | None = None, comparison: str = "") -> str:
+    """The comment's Markdown, led by ``comparison`` (see ``comparison_markdown``); image links are relative to
+    ``comment_dir``, where the comment file is written."""
     against = f"`{base}`" + (f" vs `{head}`" if head else "")
-    parts = [f"## Metrics diff against {against}", "", metrics_diff_markdown(base, head), ""]
+    parts = [comparison.rstrip(), ""] if comparison else []
+    parts += [f"## Metrics diff against {against} (raw deltas, untested)", "", metrics_diff_markdown(base, head), ""]
     if images:
         parts += [f"## Plots: {against} (the branch's colour is its revision)", ""]
         parts += [f"![{title}]({path.resolve().relative_to(comment_dir.resolve()).as_posix()})" for title, path in images]
@@ -79,7 +99,8 @@ def main() -> None:
                         help="folder for the plot images (linked relative to the comment file)")
     args = parser.parse_args()
     images = write_plot_images(plot_specs(args.base, args.head), args.images)
-    atomic.write_text(args.out, build_comment(args.base, args.report, images, args.out.parent, args.head))
+    comparison = comparison_markdown(args.base, args.head, load_config())
+    atomic.write_text(args.out, build_comment(args.base, args.report, images, args.out.parent, args.head, comparison))
     print(f"wrote {args.out} and {len(images)} images in {args.images}")
 
 

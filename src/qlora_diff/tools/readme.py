@@ -54,17 +54,33 @@ def results(root: Path) -> str:
         bias = diff["label_bias"]
         counts += [[f"`{name}`", who, ", ".join(f"{label} {bias[who][label]}" for label in bias["gold"])]
                    for who in ("gold", "base", "adapter")]
-    table = tabulate(rows, headers=["set", "rows", "chance / majority", "base [95% CI]", "adapter [95% CI]",
+    level = f"{100 * base['ci_confidence']:g}%"
+    table = tabulate(rows, headers=["set", "rows", "chance / majority", f"base [{level} CI]", f"adapter [{level} CI]",
                                     "difference, points [paired CI]", "corrected / regressed", "McNemar p"],
                      tablefmt="github")
     return "\n".join([
         table, "",
         f"Fine-tuning: {tune['parameters_trainable']:,} of {tune['parameters_total']:,} parameters trainable "
         f"({tune['trainable_percent']:.2f}%, adapter {tune['adapter_size_mb']:.1f} MB), {tune['steps']} steps, final "
-        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s, peak memory {tune['peak_memory_gb']:.1f} GB.", "",
+        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s in {tune['compute_dtype']} compute on {tune['device']}, "
+        f"peak memory {tune['peak_memory_gb']:.1f} GB.", "",
         "How often each label is the gold label and how often each model predicts it:", "",
         tabulate(counts, headers=["set", "", "label counts"], tablefmt="github"),
     ])
+
+
+def timing(root: Path) -> str:
+    """Seconds of the default run's heavy stages, as their metrics files recorded them, with each one's dtype."""
+    tune = _load(root, paths.FINETUNE_METRICS)
+    rows = [["finetune", tune["compute_dtype"], f"{tune['seconds']:.0f}",
+             f"{tune['tokens_per_second']} tokens/s ({tune['tokens_seen']:,} tokens, {tune['shared_prefix_tokens']} "
+             "shared prefix tokens once per batch)"]]
+    for name in _set_names(root):
+        for model in paths.MODELS:
+            m = _load(root, paths.eval_metrics(name, model))
+            rows.append([f"evaluate_{model}@{name}", m["compute_dtype"], f"{m['seconds']:.0f}",
+                         f"{m['examples_per_second']} rows/s ({m['examples']:,} rows)"])
+    return tabulate(rows, headers=["stage", "compute dtype", "seconds", "throughput"], tablefmt="github")
 
 
 def _section(markdown: str, heading: str, until: str) -> str:
@@ -125,6 +141,7 @@ def benchmark(name: str) -> Callable[[Path], str]:
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "results": results,
+    "timing": timing,
     "explanations": explanations,
     "calibration": calibration,
     **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone",

@@ -1,0 +1,112 @@
+"""Training-seed replicates: how far a result moves when only the training seed changes, per set and per row, and a
+comparison of two configs that counts that movement as noise.
+
+A fine-tune's seed decides the LoRA initialisation and the order of the training rows (``train.seed``); which rows
+are trained and evaluated stays fixed by ``data.seed`` and the eval sets' seeds. So every replicate scores the same
+rows, and the rows x seeds table of right/wrong answers is what everything here reads:
+
+- the spread of accuracy across seeds (mean, sd, min, max);
+- a two-level bootstrap (resample seeds, then rows, the rows shared by both sides because they are the same rows):
+  a CI for a difference that covers row sampling *and* seed variation;
+- per row: in how many seeds the adapter is right, corrects or breaks the base model, the mean and sd of p(gold)
+  across seeds (dataset cartography, Swayamdipta et al. 2020, with seeds in place of epochs), and a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlora_diff.analysis.calibration import label_probability
+from qlora_diff.core.errors import InputError
+
+STABLE_CORRECT, STABLE_WRONG, SEED_DEPENDENT = "stable-correct", "stable-wrong", "seed-dependent"
+
+
+def correctness_matrix(replicates: list[list[dict]], origin: str = "replicates") -> np.ndarray:
+    """Seeds x rows of 0/1 (right or wrong), rows in the first replicate's order; every replicate must hold exactly
+    the same row ids."""
+    if not replicates:
+        raise InputError(f"{origin}: no replicate to read.")
+    order = [row["id"] for row in replicates[0]]
+    matrix = []
+    for index, rows in enumerate(replicates):
+        by_id = {row["id"]: row for row in rows}
+        if len(by_id) != len(rows) or set(by_id) != set(order):
+            missing = next((i for i in order if i not in by_id), None)
+            raise InputError(f"{origin}: replicate {index} scored other rows than replicate 0 "
+                             f"({len(rows)} vs {len(order)} rows; first missing id {missing!r}).")
+        matrix.append([bool(by_id[i]["correct"]) for i in order])
+    return np.array(matrix, dtype=float)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """Accuracy across seeds: what one more seed of the same config may give."""
+
+    seeds: int
+    mean: float
+    sd: float        # sample sd (ddof 1); 0 with one seed, where it is not measured
+    min: float
+    max: float
+
+    def as_metrics(self) -> dict:
+        return {"seeds": self.seeds, "accuracy_mean": round(self.mean, 4), "accuracy_sd": round(self.sd, 4),
+                "accuracy_min": round(self.min, 4), "accuracy_max": round(self.max, 4)}
+
+
+def seed_spread(correct: np.ndarray) -> SeedSpread:
+    accuracies = correct.mean(axis=1)
+    return SeedSpread(seeds=len(accuracies), mean=float(accuracies.mean()),
+                      sd=float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
+                      min=float(accuracies.min()), max=float(accuracies.max()))
+
+
+def two_level_bootstrap_ci(before: np.ndarray, after: np.ndarray, samples: int, seed: int,
+                           confidence: float) -> tuple[float, float]:
+    """Percentile CI of mean accuracy(after) - mean accuracy(before), both seeds x rows on the same rows.
+
+    Each resample draws seeds with replacement on each side independently (separate fine-tunes), then rows with
+    replacement, the same rows for both sides (paired). A side with one seed (the base model) contributes row noise
+    only."""
+    before, after = np.atleast_2d(before).astype(float), np.atleast_2d(after).astype(float)
+    if before.shape[1] != after.shape[1]:
+        raise ValueError(f"both sides must score the same rows: {before.shape[1]} vs {after.shape[1]}")
+    rng = np.random.default_rng(seed)
+    rows = before.shape[1]
+    differences = np.empty(samples)
+    for start in range(0, samples, 500):   # 500 resamples at a time bound the memory to 500 x rows weights
+        count = min(500, samples - start)
+        row_weights = rng.multinomial(rows, np.full(rows, 1 / rows), size=count) / rows
+        side_means = []
+        for side in (before, after):
+            seed_weights = rng.multinomial(len(side), np.full(len(side), 1 / len(side)), size=count) / len(side)
+            side_means.append(np.einsum("bs,sr,br->b", seed_weights, side, row_weights))
+        differences[start:start + count] = side_means[1] - side_means[0]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return round(float(low), 4), round(float(high), 4)
+
+
+def row_stability(base_rows: list[dict], replicates: list[list[dict]], collapse: dict[str, str]) -> list[dict]:
+    """Per row (base file order): in how many seeds the adapter is right, corrects and breaks the base model's
+    answer, the mean and sd of its p(gold) across seeds (None without probabilities), and its label: right in
+    every seed (stable-correct), in none (stable-wrong), or in some (seed-dependent)."""
+    correct = correctness_matrix([base_rows, *replicates], "base and replicates")
+    base, adapter = correct[0], correct[1:]
+    by_id = [{row["id"]: row for row in rows} for rows in replicates]
+    out = []
+    for index, row in enumerate(base_rows):
+        right = int(adapter[:, index].sum())
+        gold_p = [label_probability(seed_rows[row["id"]], row["gold"], collapse) for seed_rows in by_id]
+        known = None if any(p is None for p in gold_p) else np.array(gold_p)
+        out.append({
+            "id": row["id"], "seeds": len(replicates), "right": right,
+            "corrected": int(((adapter[:, index] == 1) & (base[index] == 0)).sum()),
+            "broken": int(((adapter[:, index] == 0) & (base[index] == 1)).sum()),
+            "gold_p_mean": None if known is None else round(float(known.mean()), 4),
+            "gold_p_sd": None if known is None else round(float(known.std(ddof=1)) if len(known) > 1 else 0.0, 4),
+            "stability": STABLE_CORRECT if right == len(replicates) else STABLE_WRONG if right == 0 else SEED_DEPENDENT,
+        })
+    return out
