@@ -16,7 +16,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from qlora_diff import atomic  # noqa: E402
+from qlora_diff.core import atomic  # noqa: E402
 from qlora_diff.core.config import Config, load_config, parse_config  # noqa: E402
 
 MODEL_DIR = REPO / "models" / "base"

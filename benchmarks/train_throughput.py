@@ -7,7 +7,7 @@ like with like.  Each measurement runs in its own process so peak memory is its 
 - finetune: `finetune()` itself (Trainer, optimizer, logging, checkpoints) for TRAIN_STEPS steps on the real model
   and rows; tokens/s counts every non-padding token of a row, shared prefix included, as metrics/finetune.json does.
 
-Run: python benchmarks/train_throughput.py [--label CLASS]   (after `dvc repro prepare`; quiet machine: nothing else
+Run: python benchmarks/train_throughput.py [--label CLASS] [--dtypes float32,bfloat16]   (after `dvc repro prepare`; quiet machine: nothing else
 running; --label: results go to train_throughput_CLASS.{json,md}, one file per machine class)
 """
 
@@ -94,8 +94,9 @@ def main() -> None:
         print(json.dumps(result))
         return
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
+    dtypes = sys.argv[sys.argv.index("--dtypes") + 1].split(",") if "--dtypes" in sys.argv else DTYPES
     results = []
-    for dtype in DTYPES:
+    for dtype in dtypes:
         top = child("ceiling", dtype)
         results.append({"compute dtype": dtype, "measurement": "forward+backward ceiling", "tokens/s": top["tokens/s"],
                         "% of ceiling": 100.0, "shared prefix tokens": 0, "peak memory GB": top["peak memory GB"]})
@@ -111,9 +112,12 @@ def main() -> None:
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
              f"finetune stage: finetune() for {TRAIN_STEPS} optimizer steps (Trainer, AdamW, logging), model loading "
              "excluded; tokens/s counts every non-padding token of a row, the shared prefix included",
-             f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
-             f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x",
-             "bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
+             *(f"{dtype}, finetune stage, shared / unshared prefix: "
+               f"{rate[dtype, shared] / rate[dtype, 'finetune stage, unshared prefix']:.2f}x" for dtype in dtypes)]
+    if len(dtypes) == 2:
+        notes += [f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
+                  f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]
+    notes += ["bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
              "and fp32 is faster, which is what quant.compute_dtype: auto picks (runtime.resolve_compute_dtype)"]
     write_results("_".join(filter(None, ["train_throughput", label])), "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
 

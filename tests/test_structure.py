@@ -207,3 +207,10 @@ def test_the_path_check_sees_a_spelled_path(tmp_path):
     module = tmp_path / "module.py"
     module.write_text('"""Writes reports/x.md."""\nOUT = f"reports/{name}.md"\n')
     assert [t for t in string_literals(module) if t.startswith(OUTPUT_ROOTS)] == ["reports/"]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "benchmarks").glob("*.py")))
+def test_every_benchmark_imports(script):
+    """The benchmarks run by hand, not in the suite: at least their imports must follow the library's layout."""
+    subprocess.run([sys.executable, "-c", f"import {Path(script).stem}"], cwd=REPO / "benchmarks", check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})

@@ -144,8 +144,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "timing": timing,
     "explanations": explanations,
     "calibration": calibration,
-    **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "eval_numerics", "repro_fresh_clone",
-                                          "batch_invariance", "html_report")},
+    **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "train_throughput_no_native_bf16",
+                                          "eval_numerics", "repro_fresh_clone", "batch_invariance", "html_report")},
 }
 
 
