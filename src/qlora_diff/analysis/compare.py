@@ -210,27 +210,24 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str], base_
                         adapter_metrics: dict) -> PairedStats:
     """Counts, accuracy delta with CI and p-value, per-class and label-bias tables, in the set's label space."""
     cats = Counter(category(b["correct"], a["correct"]) for b, a in pairs)
-    base_correct, adapter_correct = correctness(pairs)
+    whole = group_table(*correctness(pairs), {"all rows": range(len(pairs))}, cfg.report, paired_ci=True)[0]
     gold = [b["gold"] for b, _ in pairs]
-    low, high = paired_bootstrap_ci(base_correct, adapter_correct, cfg.report.bootstrap_samples, cfg.report.seed,
-                                    cfg.report.confidence)
     base_pred = [predicted_label(b) for b, _ in pairs]
     adapter_pred = [predicted_label(a) for _, a in pairs]
     shown = labels + ([UNPARSEABLE] if UNPARSEABLE in base_pred + adapter_pred else [])
     transitions = Counter(zip(base_pred, adapter_pred))
-    p_value = mcnemar_exact_p(cats.get("corrected", 0), cats.get("regressed", 0))
     return {
         "examples": len(pairs),
         **{name: cats.get(name, 0) for name in CATEGORIES},
-        "base_accuracy": round(float(base_correct.mean()), 4),
-        "adapter_accuracy": round(float(adapter_correct.mean()), 4),
-        "accuracy_delta": round(float(adapter_correct.mean() - base_correct.mean()), 4),
-        "accuracy_delta_ci_low": low,
-        "accuracy_delta_ci_high": high,
+        "base_accuracy": whole["base_accuracy"],
+        "adapter_accuracy": whole["adapter_accuracy"],
+        "accuracy_delta": whole["accuracy_delta"],
+        "accuracy_delta_ci_low": whole["delta_ci"][0],
+        "accuracy_delta_ci_high": whole["delta_ci"][1],
         "ci_confidence": cfg.report.confidence,
         "bootstrap_samples": cfg.report.bootstrap_samples,
-        "mcnemar_p_value": p_value,
-        "significant": significant(p_value, cfg.report.confidence),
+        "mcnemar_p_value": whole["p_value"],
+        "significant": significant(whole["p_value"], cfg.report.confidence),
         "adapter_vs_majority_class": versus_majority_class(adapter_metrics, base_metrics),
         "per_class": {
             "base": classification_metrics(gold, base_pred, labels, cfg.report.confidence)["per_class"],

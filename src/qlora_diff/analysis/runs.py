@@ -15,11 +15,10 @@ import argparse
 import json
 from dataclasses import dataclass
 
-import numpy as np
 from tabulate import tabulate
 
-from qlora_diff.analysis.compare import index_predictions
-from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
+from qlora_diff.analysis.compare import correctness, index_predictions
+from qlora_diff.analysis.stats import group_table, significant
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
@@ -82,14 +81,12 @@ def align(set_name: str, rows_a: list[dict], rows_b: list[dict], name_a: str = "
 
 
 def difference(set_name: str, pairs: list[tuple[dict, dict]], cfg: Config) -> RunDifference:
-    right_a = np.array([a["correct"] for a, _ in pairs], dtype=bool)
-    right_b = np.array([b["correct"] for _, b in pairs], dtype=bool)
-    fixed, broken = int((right_b & ~right_a).sum()), int((right_a & ~right_b).sum())
-    low, high = paired_bootstrap_ci(right_a, right_b, cfg.report.bootstrap_samples, cfg.report.seed,
-                                    cfg.report.confidence)
-    return RunDifference(set_name=set_name, rows=len(pairs), accuracy_a=float(right_a.mean()),
-                         accuracy_b=float(right_b.mean()), ci_low=low, ci_high=high, fixed=fixed, broken=broken,
-                         mcnemar_p=mcnemar_exact_p(fixed, broken), confidence=cfg.report.confidence)
+    """B against A on the paired rows: the whole set as one group of ``stats.group_table``, with its paired CI."""
+    whole = group_table(*correctness(pairs), {set_name: range(len(pairs))}, cfg.report, paired_ci=True)[0]
+    return RunDifference(set_name=set_name, rows=len(pairs), accuracy_a=whole["base_accuracy"],
+                         accuracy_b=whole["adapter_accuracy"], ci_low=whole["delta_ci"][0], ci_high=whole["delta_ci"][1],
+                         fixed=whole["corrected"], broken=whole["regressed"], mcnemar_p=whole["p_value"],
+                         confidence=cfg.report.confidence)
 
 
 def compare_runs(run_a: dict[str, list[dict]], run_b: dict[str, list[dict]], cfg: Config, name_a: str = "A",

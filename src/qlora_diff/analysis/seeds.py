@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlora_diff.analysis.calibration import label_probability
+from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.core.errors import InputError
 
 STABLE_CORRECT, STABLE_WRONG, SEED_DEPENDENT = "stable-correct", "stable-wrong", "seed-dependent"
@@ -32,8 +33,8 @@ def correctness_matrix(replicates: list[list[dict]], origin: str = "replicates")
     order = [row["id"] for row in replicates[0]]
     matrix = []
     for index, rows in enumerate(replicates):
-        by_id = {row["id"]: row for row in rows}
-        if len(by_id) != len(rows) or set(by_id) != set(order):
+        by_id = index_predictions(rows, f"{origin}: replicate {index}")   # ids present and unique
+        if set(by_id) != set(order):
             missing = next((i for i in order if i not in by_id), None)
             raise InputError(f"{origin}: replicate {index} scored other rows than replicate 0 "
                              f"({len(rows)} vs {len(order)} rows; first missing id {missing!r}).")
