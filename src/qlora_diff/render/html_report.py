@@ -16,7 +16,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from qlora_diff.analysis.calibration import label_probability
-from qlora_diff.analysis.compare import Pair, category, join_predictions, predicted_label
+from qlora_diff.analysis.compare import Pair, category, gold_probability, join_predictions, predicted_label
 from qlora_diff.analysis.explain import attach_features
 from qlora_diff.analysis.slices import tags
 from qlora_diff.core import atomic, paths
@@ -49,8 +49,7 @@ def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], 
     gold label's probability before and after, both margins, the category and the slice features."""
     rows = []
     for base, adapter in pairs:
-        gold_before = label_probability(base, base["gold"], collapse)
-        gold_after = label_probability(adapter, adapter["gold"], collapse)
+        gold_before, gold_after = gold_probability(base, collapse), gold_probability(adapter, collapse)
         rows.append({
             "set": name, "id": base["id"], "premise": base["premise"], "hypothesis": base["hypothesis"],
             "gold": base["gold"], "base": predicted_label(base), "adapter": predicted_label(adapter),
