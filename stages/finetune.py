@@ -20,7 +20,8 @@ def main(cfg: Config) -> None:
         sys.exit(subprocess.run(launch, check=False).returncode)
     from qlora_diff.model.finetune import finetune
 
-    metrics = finetune(cfg, model_dir=paths.BASE_MODEL, train_path=paths.TRAIN_ROWS, adapter_dir=paths.ADAPTER,
+    # with_train_seed drops train.extra_seeds: adding replicates must not change this run's checkpoint fingerprint
+    metrics = finetune(cfg.with_train_seed(cfg.train.seed), model_dir=paths.BASE_MODEL, train_path=paths.TRAIN_ROWS, adapter_dir=paths.ADAPTER,
                        metrics_path=paths.FINETUNE_METRICS, checkpoint_dir=paths.FINETUNE_CHECKPOINTS,
                        live_dir=paths.LIVE_DIR)
     if metrics:

@@ -14,7 +14,8 @@ from qlora_diff.render.report import headline, render_summary
 def main(cfg: Config) -> None:
     sets, sections = {}, {}
     for name in cfg.eval_sets:
-        files = {**{which: paths.eval_metrics(name, which) for which in paths.MODELS}, "compare": paths.compare_metrics(name)}
+        files = {**{which: paths.eval_metrics(name, which) for which in paths.MODELS},
+                 "compare": paths.compare_metrics(name), "seeds": paths.seed_metrics(name)}
         missing = [str(p) for p in [*files.values(), paths.set_report(name), *page_inputs(name)] if not p.is_file()]
         if missing:
             raise InputError(f"evaluation set {name!r}: {', '.join(missing)} missing; run `dvc repro` (compare@{name}).")

@@ -13,6 +13,7 @@ from conftest import REPO
 
 from qlora_diff.analysis.calibration import RULES, calibration_metrics
 from qlora_diff.analysis.metrics import classification_metrics
+from qlora_diff.analysis.seeds import seed_report
 from qlora_diff.core.config import parse_config
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -43,6 +44,12 @@ def slice_rows(base: list[dict]) -> list[dict]:
     """Slice features as the slices stage writes them: every other row artifact-easy."""
     return [{"id": r["id"], "features": {"gold": r["gold"], "artifact": "easy" if i % 2 else "hard"}}
             for i, r in enumerate(base)]
+
+
+def seed_metrics(cfg, name: str, base: list[dict], replicates: dict[int, list[dict]]) -> dict:
+    """What the seeds stage writes for these replicates (train.seed first), all trained in float32."""
+    features = {row["id"]: row["features"] for row in slice_rows(base)}
+    return seed_report(cfg, name, base, replicates, {seed: "float32" for seed in replicates}, features)[0]
 
 
 def build_pairs(corrected: int, regressed: int, still_wrong: int, still_right: int) -> tuple[list, list]:
@@ -80,22 +87,45 @@ def run_stage(root, *args: str) -> subprocess.CompletedProcess:
 PROJECT_SETS = {"snli": (10, 2, 3, 15), "hard": (3, 4, 13, 10)}
 
 
-def write_project(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS) -> None:
-    """params.yaml, the plot templates and each set's predictions and metrics: the inputs of compare and report."""
+REPLICATE_SEED, REPLICATE_FLIPS = 7, 4   # one replicate per set: the first 4 rows answered as the base model did
+
+
+def write_replicate(root: Path, name: str, base: list[dict], adapter: list[dict]) -> None:
+    """Seed REPLICATE_SEED's predictions and metrics, as evaluate_seed leaves them: the adapter's, except that the
+    first REPLICATE_FLIPS rows take the base model's answer (so those rows are seed-dependent)."""
+    rows = [dict(row, prediction=before["prediction"], correct=before["correct"]) if i < REPLICATE_FLIPS else row
+            for i, (before, row) in enumerate(zip(base, adapter))]
+    folder = root / "reports" / "predictions" / name / "seeds"
+    folder.mkdir(parents=True)
+    (folder / f"{REPLICATE_SEED}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = {**model_metrics(parse_config({}), rows), "fine_tune": {"seed": REPLICATE_SEED, "compute_dtype": "float32"}}
+    (folder / f"{REPLICATE_SEED}.json").write_text(json.dumps(metrics))
+
+
+def write_project(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS, replicate: bool = False
+                  ) -> None:
+    """params.yaml, the plot templates and each set's predictions and metrics: the inputs of compare and report.
+    With ``replicate``, each set also has the predictions of one more training seed (``write_replicate``)."""
     root.mkdir(parents=True, exist_ok=True)
     eval_sets = ", ".join(f"{name}: {{source: bundled, size: {sum(counts)}}}" for name, counts in sets.items())
     (root / "params.yaml").write_text("report: {bootstrap_samples: 300, examples_per_category: 2}\n"
-                                      f"eval_sets: {{{eval_sets}}}\n")
+                                      f"eval_sets: {{{eval_sets}}}\n"
+                                      + (f"train: {{extra_seeds: [{REPLICATE_SEED}]}}\n" if replicate else ""))
     shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", ignore=shutil.ignore_patterns("*.html"))
     for name, counts in sets.items():
         write_set(root, name, *build_pairs(*counts))
-    (root / "metrics" / "finetune.json").write_text(json.dumps({"steps": 3, "final_loss": 0.5}))
+        if replicate:
+            write_replicate(root, name, *build_pairs(*counts))
+    (root / "metrics" / "finetune.json").write_text(json.dumps({"steps": 3, "final_loss": 0.5,
+                                                                 "compute_dtype": "float32"}))
 
 
-def build_reports(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS) -> None:
-    """write_project, then the compare stage of every set and the report stage."""
-    write_project(root, sets)
+def build_reports(root: Path, sets: dict[str, tuple[int, int, int, int]] = PROJECT_SETS, replicate: bool = False
+                  ) -> None:
+    """write_project, then the seeds and compare stages of every set and the report stage."""
+    write_project(root, sets, replicate)
     for name in sets:
+        run_stage(root, "seeds.py", name)
         run_stage(root, "compare.py", name)
     run_stage(root, "report.py")
 

@@ -15,6 +15,7 @@ from synthetic import (
     model_metrics,
     prediction,
     run_stage,
+    seed_metrics,
     slice_rows,
     write_project,
 )
@@ -31,7 +32,8 @@ def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
     pairs = join_predictions(base, adapter)
     identity = {label: label for label in LABELS}
     return render_set_section(compare(cfg, name, pairs, model_metrics(cfg, base), model_metrics(cfg, adapter)),
-                              explain(cfg, pairs, slice_rows(base), HYPOTHESIS_ONLY))
+                              explain(cfg, pairs, slice_rows(base), HYPOTHESIS_ONLY),
+                              seed_metrics(cfg, name, base, {42: adapter}))
 
 
 
@@ -80,8 +82,8 @@ def test_report_has_every_section_and_a_summary_sentence():
     assert markdown.startswith("## Evaluation set `snli`")
     assert re.findall(r"^### (.+)$", markdown, re.M) == [
         "Summary", "Metrics side by side", "Significance", "Calibration and the label prior", "Explanations",
-        "Accuracy by slice", "Corrected by the adapter", "Regressed by the adapter", "Still wrong", "Label bias",
-        "Per-class recall and F1", "Prediction transitions"]   # no phenomena in this set: no phenomenon table
+        "Accuracy by slice", "Training seeds", "Corrected by the adapter", "Regressed by the adapter", "Still wrong",
+        "Label bias", "Per-class recall and F1", "Prediction transitions"]   # no phenomena: no phenomenon table
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in markdown
     assert "corrected 10 rows and regressed 2" in markdown and "p = 0.0386" in markdown
     assert markdown.count("| c0") == 2 and "| 33.3% / 60.0%  |" in markdown   # 18 of 30 gold labels are entailment
@@ -92,6 +94,8 @@ def test_report_has_every_section_and_a_summary_sentence():
 
 def test_compare_and_report_stages_write_every_output(tmp_path):
     write_project(tmp_path)
+    for name in ("snli", "hard"):
+        run_stage(tmp_path, "seeds.py", name)
     done = run_stage(tmp_path, "compare.py", "snli")
     assert "accuracy rose from 56.7% (base) to 83.3% (adapter)" in done.stdout
     run_stage(tmp_path, "compare.py", "hard")

@@ -203,7 +203,7 @@ def stage_hub_decisions(monkeypatch, source: str) -> dict[str, bool]:
     decided = {}
     for script in sorted((REPO / "stages").glob("*.py")):
         def fake_run_stage(main, description, *positionals, downloads=lambda cfg, *values: False):
-            values = [{"which": "base", "eval_set": "rte" if "rte" in cfg.eval_sets else "snli"}[name]
+            values = [{"which": "base", "seed": 7, "eval_set": "rte" if "rte" in cfg.eval_sets else "snli"}[name]
                       for name, _ in positionals]
             decided[script.stem] = downloads(cfg, *values)
         monkeypatch.setattr(cli, "run_stage", fake_run_stage)

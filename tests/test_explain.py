@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import model_metrics
+from synthetic import model_metrics, seed_metrics
 
 from qlora_diff.analysis.compare import category, compare, join_predictions, pick_examples
 from qlora_diff.analysis.explain import (
@@ -122,7 +122,8 @@ def test_nothing_stands_out_is_said_when_nothing_passes():
     explanation = explain(CFG, pairs, slice_rows, HYPOTHESIS_ONLY)
     assert explanation.findings == []
     comparison = compare(CFG, "snli", pairs, *(model_metrics(CFG, [pair[i] for pair in pairs]) for i in (0, 1)))
-    assert "Nothing stands out: no slice is over-represented" in render_set_section(comparison, explanation)
+    seeds = seed_metrics(CFG, "snli", [b for b, _ in pairs], {42: [a for _, a in pairs]})
+    assert "Nothing stands out: no slice is over-represented" in render_set_section(comparison, explanation, seeds)
 
 
 def test_gain_split_on_hard_and_easy_rows():

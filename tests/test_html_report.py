@@ -16,6 +16,7 @@ from conftest import REPO
 from synthetic import LABELS, build_pairs, build_reports, slice_rows
 
 from qlora_diff.analysis.compare import join_predictions
+from qlora_diff.analysis.seeds import row_stability
 from qlora_diff.render.html_report import COLUMNS, _script_json, page_data, set_rows
 
 
@@ -33,8 +34,11 @@ def test_rows_carry_category_probabilities_and_slices():
     base, adapter = build_pairs(2, 1, 1, 1)
     pairs = join_predictions(base, adapter)
     features = {row["id"]: row["features"] for row in slice_rows(base)}
-    rows = set_rows("snli", pairs, features, {label: label for label in LABELS})
+    identity = {label: label for label in LABELS}
+    one_seed = {row["id"]: row for row in row_stability(base, [adapter], identity)}
+    rows = set_rows("snli", pairs, features, identity, one_seed)
     assert [row["category"] for row in rows] == ["corrected", "corrected", "regressed", "still_wrong", "still_right"]
+    assert [(row["seeds_right"], row["stability"]) for row in rows[:2]] == [("1/1", ""), ("1/1", "")]
     corrected = rows[0]
     assert (corrected["base"], corrected["adapter"], corrected["gold"]) == ("neutral", "contradiction", "contradiction")
     assert (corrected["base_p"], corrected["gold_p_base"], corrected["gold_p_adapter"]) == (0.8, 0.1, 0.8)
@@ -43,6 +47,20 @@ def test_rows_carry_category_probabilities_and_slices():
     data = page_data([type("Page", (), {"rows": rows})()])
     assert data["columns"] == list(COLUMNS) and data["features"] == ["artifact"]   # gold is a column already
     assert len(data["rows"]) == 5 and data["rows"][0][-1] == ["hard"]
+
+
+def test_rows_carry_their_stability_across_seeds():
+    """Two seeds: the second one gets the first corrected row wrong, so that row is seed-dependent (1 of 2)."""
+    base, adapter = build_pairs(2, 1, 1, 1)
+    other = [dict(row, correct=False, prediction="neutral") if row["id"] == adapter[0]["id"] else row
+             for row in adapter]
+    identity = {label: label for label in LABELS}
+    stability = {row["id"]: row for row in row_stability(base, [adapter, other], identity)}
+    rows = set_rows("snli", join_predictions(base, adapter), {r["id"]: r["features"] for r in slice_rows(base)},
+                    identity, stability)
+    assert [(row["seeds_right"], row["stability"]) for row in rows] == [
+        ("1/2", "seed-dependent"), ("2/2", "stable-correct"), ("0/2", "stable-wrong"), ("0/2", "stable-wrong"),
+        ("2/2", "stable-correct")]
 
 
 def test_row_text_cannot_close_the_data_script():
@@ -54,7 +72,7 @@ def test_row_text_cannot_close_the_data_script():
 @pytest.fixture(scope="module")
 def built_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    build_reports(root)
+    build_reports(root, replicate=True)
     return root
 
 
@@ -92,7 +110,10 @@ def test_built_page_filters_sorts_and_searches(browser, built_project):
         visit.page.select_option("select[data-filter=category]", "regressed")
         assert count(visit) == 2 + 4   # snli and hard
         visit.page.select_option("select[data-filter=artifact]", "hard")
-        assert {row[10] for row in visible_rows(visit)} == {"artifact-hard"}
+        assert {row[11] for row in visible_rows(visit)} == {"artifact-hard"}
+        visit.page.click("#clear")
+        visit.page.select_option("select[data-filter=stability]", "seed-dependent")   # REPLICATE_FLIPS per set
+        assert count(visit) == 4 + 4 and {row[10] for row in visible_rows(visit)} == {"1/2 seed-dependent"}
         visit.page.click("#clear")
         visit.page.fill("#search", "c00")
         assert count(visit) == 10 + 3 and all("c00" in row[1] for row in visible_rows(visit))

@@ -68,7 +68,8 @@ def import_closure(path: Path) -> set[str]:
 
 
 def stages() -> dict[str, dict]:
-    """Every stage definition; a ``foreach`` stage's template (``do``) stands for all its instances."""
+    """Every stage definition; a ``foreach`` stage's template (``do``) or a ``matrix`` stage's body stands for all
+    its instances."""
     return {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
 
 
@@ -176,9 +177,12 @@ def test_dvc_yaml_outputs_are_the_paths_module(name):
     from qlora_diff.core import paths
 
     stage = stages()[name]
-    key = "snli" if "${key}" in stage["cmd"] else None
-    declared = {Path(str(p).replace("${key}", "snli")) for p in declared_outputs(stage)}
-    assert declared == paths.stage_outputs(name, key)
+    key = "snli" if "${key}" in stage["cmd"] or "${item.set}" in stage["cmd"] else None
+    seed = 7 if "${item.seed}" in stage["cmd"] else None
+    instance = lambda path: str(path).replace("${key}", "snli").replace("${item.set}", "snli").replace(
+        "${item.seed}", "7")
+    declared = {Path(instance(p)) for p in declared_outputs(stage)}
+    assert declared == paths.stage_outputs(name, key, seed)
 
 
 OUTPUT_ROOTS = ("models/", "metrics/", "reports/", "dvclive/", "checkpoints/", "data/prepared/")

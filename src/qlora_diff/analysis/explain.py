@@ -3,7 +3,9 @@
 Every slice (feature = value, e.g. ``negation_in_hypothesis = yes``) of at least ``slices.min_rows`` rows is tested
 against every category (corrected, regressed, still wrong) with a one-sided Fisher exact test (category rows vs the
 other rows); Benjamini-Hochberg controls the false discovery rate across *all* of those tests at once. Only
-findings with q <= ``slices.q_threshold`` become sentences.
+findings with q <= ``slices.q_threshold`` become sentences. With ``slices.stable_transitions_only`` and seed
+replicates, rows whose answer changes with the training seed belong to no category: only seed-stable transitions
+are explained.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from qlora_diff.core.config import Config
 from qlora_diff.core.errors import InputError
 
 EXPLAINED = ("corrected", "regressed", "still_wrong")
+UNSTABLE = "seed_dependent"   # the category of a row left out of the tests (slices.stable_transitions_only)
 CATEGORY_WORDS = {"corrected": "Corrected", "regressed": "Regressed", "still_wrong": "Still-wrong"}
 
 
@@ -35,6 +38,7 @@ class Explanation:
     gain_split: dict | None
     hypothesis_only: dict
     q_threshold: float
+    left_out_seed_dependent: int = 0   # rows not tested because their answer changes with the training seed
 
     def metrics(self) -> dict:
         """Per tracked slice: rows, both accuracies and the delta, so `dvc metrics diff` follows them; plus the
@@ -83,9 +87,11 @@ def slice_table(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], l
 
 def over_representation(categories: list[str], members: dict[tuple[str, str], list[int]], min_rows: int) -> list[dict]:
     """Fisher exact (one-sided, greater) for each category x slice of >= ``min_rows`` rows, with the lift
-    P(slice | category) / P(slice) and Benjamini-Hochberg q across all tests together."""
-    total = len(categories)
+    P(slice | category) / P(slice) and Benjamini-Hochberg q across all tests together. Rows of category
+    ``UNSTABLE`` are in no test, on either side."""
+    total = sum(name != UNSTABLE for name in categories)
     counts = Counter(categories)
+    members = {key: [i for i in indices if categories[i] != UNSTABLE] for key, indices in members.items()}
     tests = []
     for name in EXPLAINED:
         in_category = counts.get(name, 0)
@@ -145,15 +151,17 @@ def gain_split(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], li
 
 
 def explain(cfg: Config, pairs: list[Pair], slice_rows: list[dict], hypothesis_only: dict,
-            origin: str = "slices") -> Explanation:
-    """The slice table, every over-representation test, the findings that pass and the hard-vs-easy split."""
+            origin: str = "slices", seed_dependent: frozenset[str] = frozenset()) -> Explanation:
+    """The slice table, every over-representation test, the findings that pass and the hard-vs-easy split. Rows in
+    ``seed_dependent`` (ids) are left out of the tests; the slice table still counts every row."""
     features = attach_features(pairs, slice_rows, origin)
     members = slice_members(pairs, features)
-    categories = [category(b["correct"], a["correct"]) for b, a in pairs]
+    categories = [UNSTABLE if b["id"] in seed_dependent else category(b["correct"], a["correct"]) for b, a in pairs]
     tests = over_representation(categories, members, cfg.slices.min_rows)
     return Explanation(features=features, slices=slice_table(cfg, pairs, members), tests=tests,
                        findings=findings(tests, cfg.slices.q_threshold), gain_split=gain_split(cfg, pairs, members),
-                       hypothesis_only=hypothesis_only, q_threshold=cfg.slices.q_threshold)
+                       hypothesis_only=hypothesis_only, q_threshold=cfg.slices.q_threshold,
+                       left_out_seed_dependent=categories.count(UNSTABLE))
 
 
 def slice_plot_rows(explanation: Explanation) -> list[dict]:

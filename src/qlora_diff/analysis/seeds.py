@@ -20,6 +20,7 @@ import numpy as np
 
 from qlora_diff.analysis.calibration import label_probability
 from qlora_diff.analysis.compare import index_predictions
+from qlora_diff.core.config import Config
 from qlora_diff.core.errors import InputError
 
 STABLE_CORRECT, STABLE_WRONG, SEED_DEPENDENT = "stable-correct", "stable-wrong", "seed-dependent"
@@ -87,13 +88,14 @@ def two_level_bootstrap_ci(before: np.ndarray, after: np.ndarray, samples: int, 
         differences[start:start + count] = side_means[1] - side_means[0]
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(differences, [tail, 100 - tail])
-    return round(float(low), 4), round(float(high), 4)
+    return round(float(low), 4) + 0.0, round(float(high), 4) + 0.0   # + 0.0: no "-0.0" in a report
 
 
 def row_stability(base_rows: list[dict], replicates: list[list[dict]], collapse: dict[str, str]) -> list[dict]:
     """Per row (base file order): in how many seeds the adapter is right, corrects and breaks the base model's
     answer, the mean and sd of its p(gold) across seeds (None without probabilities), and its label: right in
-    every seed (stable-correct), in none (stable-wrong), or in some (seed-dependent)."""
+    every seed (stable-correct), in none (stable-wrong), or in some (seed-dependent); None with one seed, where
+    stability is not measured."""
     correct = correctness_matrix([base_rows, *replicates], "base and replicates")
     base, adapter = correct[0], correct[1:]
     by_id = [{row["id"]: row for row in rows} for rows in replicates]
@@ -108,6 +110,71 @@ def row_stability(base_rows: list[dict], replicates: list[list[dict]], collapse:
             "broken": int(((adapter[:, index] == 0) & (base[index] == 1)).sum()),
             "gold_p_mean": None if known is None else round(float(known.mean()), 4),
             "gold_p_sd": None if known is None else round(float(known.std(ddof=1)) if len(known) > 1 else 0.0, 4),
-            "stability": STABLE_CORRECT if right == len(replicates) else STABLE_WRONG if right == 0 else SEED_DEPENDENT,
+            "stability": None if len(replicates) == 1 else STABLE_CORRECT if right == len(replicates)
+            else STABLE_WRONG if right == 0 else SEED_DEPENDENT,
         })
     return out
+
+
+def group_spread(correct: np.ndarray, groups: dict[str, list[int]], min_rows: int) -> dict[str, dict]:
+    """Per group of at least ``min_rows`` rows (a slice, a phenomenon): the adapter's accuracy across seeds. A
+    small group's spread would mostly be row noise, as in the slice tests."""
+    return {name: {"rows": len(indices), **seed_spread(correct[:, indices]).as_metrics()}
+            for name, indices in groups.items() if len(indices) >= min_rows}
+
+
+def transitions_across_seeds(stability: list[dict], base_correct: np.ndarray, primary_correct: np.ndarray) -> dict:
+    """The primary seed's corrected and regressed rows, and how many of each another seed disagrees on."""
+    dependent = np.array([row["stability"] == SEED_DEPENDENT for row in stability])
+    corrected = (base_correct == 0) & (primary_correct == 1)
+    regressed = (base_correct == 1) & (primary_correct == 0)
+    return {"corrected": int(corrected.sum()), "corrected_seed_dependent": int((corrected & dependent).sum()),
+            "regressed": int(regressed.sum()), "regressed_seed_dependent": int((regressed & dependent).sum())}
+
+
+def seed_report(cfg: Config, set_name: str, base_rows: list[dict], replicates: dict[int, list[dict]],
+                compute_dtypes: dict[int, str], features: dict[str, dict[str, str]]) -> tuple[dict, list[dict]]:
+    """One evaluation set across training seeds (``replicates``: seed -> adapter predictions, train.seed first):
+    the tracked metrics of metrics/eval/<set>/seeds.json and the per-row stability rows.
+
+    Every replicate must have been trained in the same compute dtype: a bf16 and an fp32 fine-tune differ by more
+    than their seeds, and a study that mixed them would count the dtype as seed noise."""
+    if len(set(compute_dtypes.values())) > 1:
+        listed = ", ".join(f"seed {seed}: {dtype}" for seed, dtype in compute_dtypes.items())
+        raise InputError(f"eval set '{set_name}': the replicates were fine-tuned in different compute dtypes "
+                         f"({listed}); pin quant.compute_dtype and rerun them on one machine class.")
+    seeds = list(replicates)
+    stability = row_stability(base_rows, list(replicates.values()), cfg.eval_sets[set_name].collapse(cfg.data.labels))
+    correct = correctness_matrix([base_rows, *replicates.values()], f"eval set '{set_name}'")
+    base_correct, adapter_correct = correct[0], correct[1:]
+    report = cfg.report
+    gain_ci = two_level_bootstrap_ci(base_correct, adapter_correct, report.bootstrap_samples, report.seed,
+                                     report.confidence)
+    slices: dict[str, list[int]] = {}
+    phenomena: dict[str, list[int]] = {}
+    for index, row in enumerate(base_rows):
+        for feature, value in features[row["id"]].items():
+            slices.setdefault(f"{feature}={value}", []).append(index)
+        if "phenomenon" in row:
+            phenomena.setdefault(row["phenomenon"], []).append(index)
+    measured = len(seeds) > 1
+    counts = {label: sum(row["stability"] == label for row in stability)
+              for label in (STABLE_CORRECT, STABLE_WRONG, SEED_DEPENDENT)}
+    metrics = {
+        "eval_set": set_name,
+        "seeds": seeds,
+        "replicates": len(seeds),
+        "compute_dtype": next(iter(compute_dtypes.values())),
+        "adapter": {key: value for key, value in seed_spread(adapter_correct).as_metrics().items() if key != "seeds"},
+        "adapter_accuracy_by_seed": {str(seed): round(float(adapter_correct[i].mean()), 4) for i, seed in enumerate(seeds)},
+        "gain": {"mean": round(float(adapter_correct.mean() - base_correct.mean()), 4), "ci_low": gain_ci[0],
+                 "ci_high": gain_ci[1], "confidence": report.confidence,
+                 "covers": "seeds and rows" if measured else "rows only (one seed)",
+                 "beyond_noise": bool(gain_ci[0] > 0 or gain_ci[1] < 0)},
+        "stability": counts if measured else None,
+        "primary_seed_transitions": transitions_across_seeds(stability, base_correct, adapter_correct[0])
+        if measured else None,
+        "slices": group_spread(adapter_correct, dict(sorted(slices.items())), cfg.slices.min_rows),
+        "phenomena": group_spread(adapter_correct, dict(sorted(phenomena.items())), cfg.slices.min_rows),
+    }
+    return metrics, stability

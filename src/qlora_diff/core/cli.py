@@ -48,7 +48,8 @@ def run_stage(main: Callable[..., None], description: str, *positionals: tuple[s
     """Parse ``--params`` and the stage's positional arguments, validate params before any heavy import, run
     ``main(cfg, *values)`` and exit non-zero on bad input.
 
-    Each positional is ``(name, choices)``; ``choices=None`` with name ``eval_set`` means a key of ``eval_sets``.
+    Each positional is ``(name, choices)``; ``choices=None`` with name ``eval_set`` means a key of ``eval_sets``,
+    with name ``seed`` one of ``train.extra_seeds`` (passed on as an int).
     ``downloads(cfg, *values)`` says whether this stage, with these params, fetches from the hub.
     """
     parser = argparse.ArgumentParser(description=description)
@@ -64,10 +65,15 @@ def run_stage(main: Callable[..., None], description: str, *positionals: tuple[s
         cfg = load_config(args.params)  # before torch/transformers are imported: bad params fail in ~1 s
     except PipelineError as exc:
         _fail(exc)
-    values = [getattr(args, name) for name, _ in positionals]
     if "eval_set" in vars(args) and args.eval_set not in cfg.eval_sets:
         _fail(ConfigError(f"params: evaluation set {args.eval_set!r} is not in 'eval_sets'; allowed: "
                           f"{', '.join(cfg.eval_sets)}."))
+    if "seed" in vars(args):
+        if args.seed not in [str(seed) for seed in cfg.train.extra_seeds]:
+            _fail(ConfigError(f"params: seed {args.seed!r} is not in 'train.extra_seeds'; allowed: "
+                              f"{', '.join(map(str, cfg.train.extra_seeds)) or 'none (the list is empty)'}."))
+        args.seed = int(args.seed)
+    values = [getattr(args, name) for name, _ in positionals]
     decide_hub_access(downloads(cfg, *values))
     try:
         main(cfg, *values)

@@ -153,7 +153,8 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata=_range(1))
     grad_accum: int = field(default=1, metadata=_range(1))
     max_seq_length: int = field(default=256, metadata=_range(8))
-    seed: int = 42
+    seed: int = 42               # the fine-tune the report reads row by row: LoRA init and training-row order
+    extra_seeds: list[int] = field(default_factory=list)  # replicates: one more fine-tune and evaluation per seed
     gradient_checkpointing: bool = False
     group_by_length: bool = False
     logging_steps: int = field(default=10, metadata=_range(1))
@@ -221,6 +222,7 @@ class SlicesConfig:
     premise_length_bins: list[int] = field(default_factory=lambda: [10, 20])
     min_rows: int = field(default=10, metadata=_range(1))         # smaller slices are shown, never tested
     q_threshold: float = field(default=0.05, metadata=_range(0, 1, exclusive_min=True))  # BH q to state a finding
+    stable_transitions_only: bool = False   # with replicates: test only rows whose answer no seed changes
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,15 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every training seed of this run, ``train.seed`` first."""
+        return [self.train.seed, *self.train.extra_seeds]
+
+    def with_train_seed(self, seed: int) -> Config:
+        """The same config fine-tuned with another seed (a replicate)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed, extra_seeds=[]))
 
 
 def _describe(tp: Any) -> str:
@@ -370,11 +381,26 @@ def _check_cross_fields(cfg: Config) -> None:
                           "which gives no label probabilities; allowed: 'none', or eval.method 'loglik'.")
     if not cfg.eval.content_free_inputs:
         raise ConfigError("params: 'eval.content_free_inputs' is empty; allowed: a list of texts such as 'N/A'.")
+    _check_seeds(cfg.train)
     if cfg.train.max_steps == 0:
         raise ConfigError("params: 'train.max_steps' is 0; allowed: -1 (use train.epochs) or a positive integer.")
     for name, eval_set in cfg.eval_sets.items():
         _check_eval_set(name, eval_set, cfg.data.labels)
     _check_slices(cfg.slices)
+
+
+MAX_SEED = 2**32 - 1   # numpy's limit, which transformers.set_seed passes the seed to
+
+
+def _check_seeds(train: TrainConfig) -> None:
+    for key, seeds in (("train.seed", [train.seed]), ("train.extra_seeds", train.extra_seeds)):
+        bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+        if bad:
+            raise ConfigError(f"params: '{key}' has {bad[0]!r}; allowed: integers from 0 to {MAX_SEED}.")
+    repeated = sorted({seed for seed in train.extra_seeds if train.extra_seeds.count(seed) > 1 or seed == train.seed})
+    if repeated:
+        raise ConfigError(f"params: 'train.extra_seeds' repeats {repeated[0]!r} (train.seed is {train.seed}); "
+                          "allowed: distinct seeds other than train.seed, one replicate each.")
 
 
 def _check_slices(slices: SlicesConfig) -> None:

@@ -77,10 +77,52 @@ def compare_plot(eval_set: str, name: str) -> Path:
 
 COMPARE_PLOTS = ("transitions", "slices", "reliability")
 
+# Training-seed replicates (train.extra_seeds): one fine-tune and one evaluation per set for each extra seed.
+# train.seed's own run keeps the paths above; the seeds stage reads them all.
 
-def stage_outputs(stage: str, eval_set: str | None = None) -> set[Path]:
+
+def replicate_adapter(seed: int) -> Path:
+    return Path(f"models/seeds/{seed}")
+
+
+def replicate_finetune_metrics(seed: int) -> Path:
+    """Beside the adapter, as models/base.json is beside models/base."""
+    return Path(f"models/seeds/{seed}.json")
+
+
+def replicate_checkpoints(seed: int) -> Path:
+    return Path(f"checkpoints/seeds/{seed}")
+
+
+def replicate_predictions(eval_set: str, seed: int) -> Path:
+    """Inside the set's predictions folder, which the seeds stage depends on as a whole (the replicates it holds
+    vary with train.extra_seeds, and a dvc.yaml dependency list cannot)."""
+    return Path(f"reports/predictions/{eval_set}/seeds/{seed}.jsonl")
+
+
+def replicate_eval_metrics(eval_set: str, seed: int) -> Path:
+    """Beside its predictions, for the same reason; it also records how the replicate was trained."""
+    return Path(f"reports/predictions/{eval_set}/seeds/{seed}.json")
+
+
+def set_predictions(eval_set: str) -> Path:
+    """The folder of a set's per-row files: both models' predictions, the replicates' and the slice features."""
+    return Path(f"reports/predictions/{eval_set}")
+
+
+def stability_rows(eval_set: str) -> Path:
+    """Per row: in how many seeds the adapter is right, corrects or breaks the base model, and its label."""
+    return Path(f"reports/stability/{eval_set}.jsonl")
+
+
+def seed_metrics(eval_set: str) -> Path:
+    """The spread across seeds (tracked metrics: `dvc exp show` columns)."""
+    return Path(f"metrics/eval/{eval_set}/seeds.json")
+
+
+def stage_outputs(stage: str, eval_set: str | None = None, seed: int | None = None) -> set[Path]:
     """What each DVC stage writes (outs, metrics and plots in `dvc.yaml`), for the structure test."""
-    s = eval_set or ""
+    s, n = eval_set or "", seed or 0
     return {
         "base_model": {BASE_MODEL, BASE_MODEL_INFO},
         "prepare": {TRAIN_ROWS, TRAIN_DATA_METRICS},
@@ -90,6 +132,9 @@ def stage_outputs(stage: str, eval_set: str | None = None) -> set[Path]:
         "evaluate_base": {predictions(s, "base"), eval_metrics(s, "base"), confusion_plot(s, "base")},
         "finetune": {ADAPTER, LIVE_DIR / "plots", FINETUNE_METRICS},
         "evaluate_adapter": {predictions(s, "adapter"), eval_metrics(s, "adapter"), confusion_plot(s, "adapter")},
+        "finetune_seed": {replicate_adapter(n), replicate_finetune_metrics(n)},
+        "evaluate_seed": {replicate_predictions(s, n), replicate_eval_metrics(s, n)},
+        "seeds": {stability_rows(s), seed_metrics(s)},
         "compare": {set_report(s), compare_metrics(s), *(compare_plot(s, name) for name in COMPARE_PLOTS)},
         "report": {REPORT_MARKDOWN, REPORT_HTML},
     }[stage]

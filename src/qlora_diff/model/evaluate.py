@@ -82,8 +82,10 @@ def _prediction_rows(cfg: Config, set_name: str, rows: list[dict], logprobs: lis
 
 
 def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | None, eval_path: Path,
-             predictions_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
-    """Score every row of one evaluation set, then write predictions, metrics and confusion-matrix plot data."""
+             predictions_path: Path, metrics_path: Path, confusion_path: Path | None,
+             extra_metrics: dict | None = None) -> dict:
+    """Score every row of one evaluation set, then write predictions, metrics (with ``extra_metrics``) and
+    confusion-matrix plot data (none for a seed replicate: ``confusion_path`` None)."""
     configure_threads(cfg)
     rows = atomic.read_jsonl(eval_path)
     tokenizer = load_tokenizer(model_dir)
@@ -119,6 +121,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
         "parameters_trainable": counts.adapter,  # the adapter's parameters (trained in finetune); 0 for the base
         "device": str(next(model.parameters()).device),
         "compute_dtype": compute_dtype,
+        **(extra_metrics or {}),
     })
     if prior is not None:
         metrics["calibration"] = {
@@ -126,7 +129,8 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
             **calibration_metrics(predictions, set_labels, cfg.eval_sets[set_name].collapse(cfg.data.labels),
                                   cfg.report)}
     atomic.write_jsonl(predictions_path, predictions)
-    atomic.write_json(confusion_path, [{"actual": r["gold"], "predicted": r["prediction"] or UNPARSEABLE}
-                                       for r in predictions])
+    if confusion_path is not None:
+        atomic.write_json(confusion_path, [{"actual": r["gold"], "predicted": r["prediction"] or UNPARSEABLE}
+                                           for r in predictions])
     atomic.write_json(metrics_path, metrics)
     return metrics

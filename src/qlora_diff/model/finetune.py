@@ -305,8 +305,9 @@ def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: d
 
 
 def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
-             checkpoint_dir: Path, live_dir: Path) -> dict:
-    """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics."""
+             checkpoint_dir: Path, live_dir: Path | None) -> dict:
+    """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
+    curves go to ``live_dir`` (none for a seed replicate: None)."""
     check_target_modules(cfg.lora.target_modules, model_dir)
     configure_threads(cfg)
     device = select_device(cfg)
@@ -327,7 +328,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
         args=training_arguments(cfg, checkpoint_dir, device, compute_dtype),
         train_dataset=Dataset.from_list(examples),
         data_collator=LeftPadCollator(tokenizer.pad_token_id, len(prefix)),
-        callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process else [],
+        callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process and live_dir is not None else [],
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
         prefix=prefix,
     )

@@ -22,17 +22,19 @@ from qlora_diff.analysis.slices import tags
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config
 from qlora_diff.render import charts
-from qlora_diff.render.report import cross_set_table, headline, summary_paragraph
+from qlora_diff.render.report import cross_set_table, headline, seed_summary, summary_paragraph
 
 TEMPLATES = Path(__file__).parent / "templates"
 # One row of the page's data, in this column order (the page script reads columns by name).
 COLUMNS = ("set", "id", "premise", "hypothesis", "gold", "base", "adapter", "base_p", "adapter_p", "gold_p_base",
-           "gold_p_adapter", "gold_p_change", "base_margin", "adapter_margin", "category", "tags", "slices")
+           "gold_p_adapter", "gold_p_change", "base_margin", "adapter_margin", "category", "seeds_right", "stability",
+           "tags", "slices")
 
 
 @dataclass(frozen=True)
 class SetPage:
-    """One evaluation set's part of the page: its metrics (``base``, ``adapter``, ``compare``), rows and charts."""
+    """One evaluation set's part of the page: its metrics (``base``, ``adapter``, ``compare``, ``seeds``), rows and
+    charts."""
 
     name: str
     metrics: dict
@@ -44,11 +46,14 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], collapse: dict[str, str]) -> list[dict]:
+def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], collapse: dict[str, str],
+             stability: dict[str, dict]) -> list[dict]:
     """The page rows of one set, in the predictions file's order: both predictions with their probability, the
-    gold label's probability before and after, both margins, the category and the slice features."""
+    gold label's probability before and after, both margins, the category, in how many training seeds the adapter
+    is right and the row's stability label ('' with one seed: not measured), and the slice features."""
     rows = []
     for base, adapter in pairs:
+        seeds = stability[base["id"]]
         gold_before, gold_after = gold_probability(base, collapse), gold_probability(adapter, collapse)
         rows.append({
             "set": name, "id": base["id"], "premise": base["premise"], "hypothesis": base["hypothesis"],
@@ -59,6 +64,7 @@ def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], 
             "gold_p_change": None if gold_before is None or gold_after is None else _rounded(gold_after - gold_before),
             "base_margin": base.get("margin"), "adapter_margin": adapter.get("margin"),
             "category": category(base["correct"], adapter["correct"]),
+            "seeds_right": f"{seeds['right']}/{seeds['seeds']}", "stability": seeds["stability"] or "",
             "tags": tags(features[base["id"]]), "slices": features[base["id"]],
         })
     return rows
@@ -86,17 +92,18 @@ def set_charts(name: str, metrics: dict, slice_plot: list[dict], reliability_plo
 def page_inputs(name: str) -> list[Path]:
     """The files one set's part of the page is built from (besides its metrics), as the pipeline lays them out."""
     return [paths.predictions(name, "base"), paths.predictions(name, "adapter"), paths.slice_rows(name),
-            paths.compare_plot(name, "slices"), paths.compare_plot(name, "reliability")]
+            paths.stability_rows(name), paths.compare_plot(name, "slices"), paths.compare_plot(name, "reliability")]
 
 
 def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:
     """One set's rows and charts from its predictions, slice features and plot data (see ``page_inputs``)."""
-    base_path, adapter_path, slices_path, slice_plot, reliability_plot = page_inputs(name)
+    base_path, adapter_path, slices_path, stability_path, slice_plot, reliability_plot = page_inputs(name)
     pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path), str(base_path),
                              str(adapter_path))
     features = attach_features(pairs, atomic.read_jsonl(slices_path), str(slices_path))
     return SetPage(name=name, metrics=metrics,
-                   rows=set_rows(name, pairs, features, cfg.eval_sets[name].collapse(cfg.data.labels)),
+                   rows=set_rows(name, pairs, features, cfg.eval_sets[name].collapse(cfg.data.labels),
+                                 {row["id"]: row for row in atomic.read_jsonl(stability_path)}),
                    charts=set_charts(name, metrics, json.loads(slice_plot.read_text()),
                                      json.loads(reliability_plot.read_text())))
 
@@ -140,7 +147,8 @@ def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -
     parts.append('<div id="sets">')
     for page in pages:
         parts.append(f'<section class="set"><h3>Evaluation set <code>{html.escape(page.name)}</code></h3>'
-                     f"<p>{_inline(summary_paragraph(page.metrics['compare']))}</p>{_transition_matrix(page)}</section>")
+                     f"<p>{_inline(summary_paragraph(page.metrics['compare']))}</p>"
+                     f"<p>{_inline(seed_summary(page.metrics['seeds']))}</p>{_transition_matrix(page)}</section>")
     parts.append("</div>")
     return "\n".join(parts)
 

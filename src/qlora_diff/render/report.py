@@ -170,8 +170,52 @@ def _group_table(rows: list[dict], name: str) -> str:
                    "McNemar p", "BH q"])
 
 
-def render_set_section(comparison: Comparison, explanation: Explanation) -> str:
-    """One evaluation set's full diff, headed ``## Evaluation set `name` ``."""
+def _spread(numbers: dict) -> str:
+    return (f"{_pct(numbers['accuracy_mean'])} (sd {100 * numbers['accuracy_sd']:.1f} points, "
+            f"{_pct(numbers['accuracy_min'])} to {_pct(numbers['accuracy_max'])})")
+
+
+def seed_summary(seeds: dict) -> str:
+    """The seeds stage's verdict in a few sentences: the spread, the gain's CI over seeds and rows, the per-row
+    counts and how many of train.seed's transitions another seed disagrees on."""
+    gain = seeds["gain"]
+    if seeds["replicates"] == 1:
+        return (f"One fine-tune (train.seed {seeds['seeds'][0]}): how far these numbers move with the training seed "
+                "was not measured, and every CI here covers row sampling only. Replicates: "
+                "`dvc exp run -S 'train.extra_seeds=[1,2,3,4]'` (docs/seeds.md).")
+    transitions, counts = seeds["primary_seed_transitions"], seeds["stability"]
+    return (f"{seeds['replicates']} fine-tunes that differ only in the training seed "
+            f"({', '.join(map(str, seeds['seeds']))}; compute dtype {seeds['compute_dtype']}). Adapter accuracy: mean "
+            f"{_spread(seeds['adapter'])}. Gain over the base model: {100 * gain['mean']:+.1f} points "
+            f"{_interval(gain['ci_low'], gain['ci_high'])}, a {_level(gain['confidence'])} two-level bootstrap CI "
+            f"(seeds, then rows){'' if gain['beyond_noise'] else '; the gain could be noise'}. Per row: "
+            f"{counts['stable-correct']} right in every seed (stable-correct), {counts['stable-wrong']} in none "
+            f"(stable-wrong), {counts['seed-dependent']} in some (seed-dependent). Of train.seed's "
+            f"{transitions['corrected']} corrected rows, {transitions['corrected_seed_dependent']} are seed-dependent; "
+            f"of its {transitions['regressed']} regressed rows, {transitions['regressed_seed_dependent']}.")
+
+
+def _seed_parts(seeds: dict, explanation: Explanation) -> list[str]:
+    """The seed summary, whether the explanations left seed-dependent rows out, and the spread per phenomenon and
+    slice."""
+    parts = ["### Training seeds", "", seed_summary(seeds), ""]
+    if explanation.left_out_seed_dependent:
+        parts += [f"The explanations above test seed-stable rows only ({explanation.left_out_seed_dependent} "
+                  "seed-dependent rows left out; slices.stable_transitions_only).", ""]
+    if seeds["replicates"] == 1:
+        return parts
+    for key, name in (("phenomena", "phenomenon"), ("slices", "slice")):
+        if seeds[key]:
+            parts += [f"Adapter accuracy per {name} across seeds ({name}s of at least slices.min_rows rows):", "",
+                      _table([[group, v["rows"], _pct(v["accuracy_mean"]), f"{100 * v['accuracy_sd']:.1f}",
+                               _pct(v["accuracy_min"]), _pct(v["accuracy_max"])] for group, v in seeds[key].items()],
+                             [name, "rows", "mean", "sd (points)", "min", "max"]), ""]
+    return parts
+
+
+def render_set_section(comparison: Comparison, explanation: Explanation, seeds: dict) -> str:
+    """One evaluation set's full diff, headed ``## Evaluation set `name` ``; ``seeds`` is the seeds stage's
+    metrics."""
     stats = comparison.stats
     bias, per_class, labels = stats["label_bias"], stats["per_class"], comparison.labels
     shown = list(bias["gold"])
@@ -192,6 +236,7 @@ def render_set_section(comparison: Comparison, explanation: Explanation) -> str:
     ]
     parts += _calibration_parts(comparison)
     parts += _explanation_parts(explanation, stats["ci_confidence"])
+    parts += _seed_parts(seeds, explanation)
     if comparison.by_phenomenon:
         parts += ["### Accuracy by phenomenon", "",
                   "Wilson CIs per model; McNemar p per phenomenon, and Benjamini-Hochberg q across the phenomena "

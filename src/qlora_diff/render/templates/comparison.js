@@ -5,7 +5,7 @@
   const DATA = JSON.parse(document.getElementById("report-data").textContent);
   const COL = Object.fromEntries(DATA.columns.map((name, index) => [name, index]));
   const PAGE_SIZE = 50;
-  const FIXED_FILTERS = ["set", "category", "gold", "base", "adapter"];
+  const FIXED_FILTERS = ["set", "category", "stability", "gold", "base", "adapter"];
   const state = { filters: {}, query: "", sort: "", page: 0 };
   const tbody = document.querySelector("#row-table tbody");
   const selects = {};
@@ -93,6 +93,7 @@
         `(${change >= 0 ? "+" : ""}${change.toFixed(2)})`);
       cell(tr, `${fixed(row[COL.base_margin], 3)} / ${fixed(row[COL.adapter_margin], 3)}`);
       cell(tr, row[COL.category].replace("_", " "), "category");
+      cell(tr, row[COL.stability] ? `${row[COL.seeds_right]} ${row[COL.stability]}` : "n/a (one seed)", "stability");
       const tags = cell(tr, row[COL.tags]);
       tags.title = DATA.features.map((name, i) => `${name}=${row[COL.slices][i]}`).filter((t) => !t.endsWith("=")).join("\n");
       fragment.append(tr);
