@@ -69,6 +69,10 @@ BAD_PARAMS = [
      ["'prompt.label_words'", "distinct"]),
     ({"report": {"bootstrap_samples": 10}}, ["'report.bootstrap_samples'", ">= 100"]),
     ({"lora": "big"}, ["'lora'", "mapping"]),
+    ({"train": {"extra_seeds": [1, 2, 1]}}, ["'train.extra_seeds' repeats 1", "distinct seeds"]),
+    ({"train": {"seed": 5, "extra_seeds": [5]}}, ["'train.extra_seeds' repeats 5", "train.seed is 5"]),
+    ({"train": {"extra_seeds": [-1]}}, ["'train.extra_seeds' has -1", "from 0 to 4294967295"]),
+    ({"train": {"extra_seeds": 3}}, ["'train.extra_seeds'", "a list of an integer"]),
 ]
 
 
@@ -118,6 +122,8 @@ CLI_CASES = [
     ("report", ("report", "confidence", 2), ["'report.confidence'", "<= 0.999"]),
     ("finetune", ("train", "learning_rate", -1), ["'train.learning_rate'", "> 0"]),
     ("prepare", ("data", "train_size", 0), ["'data.train_size'", ">= 1"]),
+    ("finetune_seed.py 3", ("train", "extra_seeds", [1, 2]), ["seed '3' is not in 'train.extra_seeds'", "allowed: 1, 2"]),
+    ("evaluate_seed.py 1 snli", ("train", "extra_seeds", []), ["seed '1'", "none (the list is empty)"]),
 ]
 
 
@@ -140,6 +146,14 @@ def test_stage_cli_rejects_bad_params_before_importing_torch_and_leaves_outputs(
     assert done.stderr.rstrip().endswith("torch imported: False"), "params must be checked before torch is loaded"
     assert existing.read_text() == '{"kept": true}'
     assert sorted(p.name for p in Path(tmp_path).rglob("*")) == ["data.json", "metrics", "params.yaml"]
+
+
+def test_a_replicate_config_has_one_seed_and_no_replicates():
+    cfg = parse_config({"train": {"seed": 42, "extra_seeds": [1, 2]}})
+    assert cfg.seeds == [42, 1, 2]
+    replicate = cfg.with_train_seed(2)
+    assert (replicate.train.seed, replicate.train.extra_seeds, replicate.seeds) == (2, [], [2])
+    assert replicate.lora == cfg.lora and replicate.train.learning_rate == cfg.train.learning_rate
 
 
 def test_params_as_dvc_rewrites_them_still_load(tmp_path):

@@ -127,16 +127,16 @@ def test_a_new_eval_set_changes_only_its_own_stages(repo_copy):
         changed = set(json.loads(run(["dvc", "status", "--json"], repo_copy).stdout))
     finally:
         run(["git", "checkout", "--", "params.yaml"], repo_copy)
-    # The new set's five stages, and the cross-set report, whose table lists every set.
-    assert changed == {"prepare_eval@dev", "slices@dev", "evaluate_base@dev", "evaluate_adapter@dev", "compare@dev",
-                       "report"}
+    # The new set's six stages, and the cross-set report, whose table lists every set.
+    assert changed == {"prepare_eval@dev", "slices@dev", "evaluate_base@dev", "evaluate_adapter@dev", "seeds@dev",
+                       "compare@dev", "report"}
 
 
 def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
     done = run(["dvc", "exp", "run", "--temp", "-n", "rank8", "-S", "lora.r=8"], repo_copy)
     ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"finetune", "evaluate_adapter@snli", "evaluate_adapter@challenge", "compare@snli",
-                   "compare@challenge", "report"}
+    assert ran == {"finetune", "evaluate_adapter@snli", "evaluate_adapter@challenge", "seeds@snli", "seeds@challenge",
+                   "compare@snli", "compare@challenge", "report"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
     text = json.dumps(shown)
     assert "rank8" in text
@@ -149,6 +149,46 @@ def test_experiment_reruns_only_affected_stages_and_metrics_differ(repo_copy):
     assert "metrics/eval/snli/base.json" not in diff or all(v.get("diff", 0) == 0 for k, v in diff["metrics/eval/snli/base.json"].items()
                                                   if k not in ("seconds", "examples_per_second", "peak_memory_gb",
                                                                "prompt_tokens_per_second"))
+
+
+def ran_stages(done: subprocess.CompletedProcess) -> set[str]:
+    return {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
+
+
+def test_seed_replicates_are_stages_and_two_experiments_compare_seed_aware(repo_copy):
+    """Two seeds in one run write the aggregates and per-row stability, as `dvc exp show` columns; adding a third
+    seed trains only that seed; the comparison command reads both experiments through DVC and decides with both
+    runs' seeds."""
+    import dvc.api
+
+    done = run(["dvc", "exp", "run", "--temp", "-n", "two-seeds", "-S", "train.extra_seeds=[7]"], repo_copy)
+    assert ran_stages(done) == {"finetune_seed@7", "evaluate_seed@7-snli", "evaluate_seed@7-challenge", "seeds@snli",
+                                "seeds@challenge", "compare@snli", "compare@challenge", "report"}
+    seeds = json.loads(dvc.api.read("metrics/eval/snli/seeds.json", repo=str(repo_copy), rev="two-seeds"))
+    assert seeds["seeds"] == [42, 7] and seeds["gain"]["covers"] == "seeds and rows"
+    assert sum(seeds["stability"].values()) == 30
+    stability = dvc.api.read("reports/stability/challenge.jsonl", repo=str(repo_copy), rev="two-seeds")
+    assert len(stability.splitlines()) == 30 and '"seeds": 2' in stability
+    report = dvc.api.read("reports/eval/snli.md", repo=str(repo_copy), rev="two-seeds")
+    assert "2 fine-tunes that differ only in the training seed (42, 7" in report
+    shown = run(["dvc", "exp", "show", "--json"], repo_copy).stdout
+    assert '"metrics/eval/snli/seeds.json"' in shown and '"accuracy_sd"' in shown
+
+    done = run(["dvc", "exp", "run", "--temp", "-n", "three-seeds", "-S", "train.extra_seeds=[7,8]"], repo_copy)
+    assert "finetune_seed@8" in ran_stages(done) and "finetune_seed@7" not in ran_stages(done)
+
+    compared = run(["python", "-m", "qlora_diff.analysis.runs", "two-seeds", "three-seeds"], repo_copy).stdout
+    assert "## `three-seeds` against `two-seeds`" in compared and "| 2 / 3: " in compared
+    assert "Averaged over training seeds, `three-seeds` (3 seeds" in compared
+    assert ("exceeds the seed noise" in compared) != ("within the seed noise" in compared)
+
+
+def test_runs_that_scored_other_rows_are_refused_with_the_set_and_id(repo_copy):
+    run(["dvc", "exp", "run", "--temp", "-n", "fewer-rows", "-S", "eval_sets.snli.size=20"], repo_copy)
+    done = run(["python", "-m", "qlora_diff.analysis.runs", "HEAD", "fewer-rows"], repo_copy, check=False)
+    assert done.returncode != 0
+    assert re.search(r"error: eval set 'snli': HEAD and fewer-rows scored different rows \(30 vs 20\); first "
+                     r"mismatch: id '[^']+' only in HEAD", done.stderr), done.stderr
 
 
 def test_push_and_pull_through_a_local_remote(repo_copy, tmp_path):

@@ -3,9 +3,15 @@ two-level bootstrap's coverage of a known difference."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import REPO
 from scipy.special import expit
+from synthetic import REPLICATE_FLIPS, REPLICATE_SEED, run_stage, write_project
 
 from qlora_diff.analysis.seeds import (
     SEED_DEPENDENT,
@@ -114,8 +120,67 @@ def simulated_coverage(replicates: int, seeds: int, rows: int = 300, samples: in
 
 
 def test_two_level_bootstrap_covers_the_true_difference_at_about_its_nominal_rate():
-    """Measured on the design above, 5 seeds per config, 300 rows, 200 simulated experiments: 94.0% (188 of 200)
-    for a nominal 95%. With 200 experiments the binomial sd of a 95% coverage is 1.5 points, so the bounds 90% and
-    99% leave 3 sd either way. Fewer seeds cover less: 91.5% (183 of 200) with 3 seeds, the percentile bootstrap's
-    known shortfall with very few clusters (it resamples 3 seeds as if they were the population)."""
+    """Measured on the design above, 5 seeds per config, 300 rows, 200 simulated experiments: 98.5% (197 of 200)
+    for a nominal 95%; 96.5% with 3 seeds. With 200 experiments the binomial sd of a 95% coverage is 1.5 points, so
+    the bounds 90% and 99% leave 3 sd below and 2.7 above. The interval errs wide: resampling both factors of a
+    crossed seeds x rows design counts the row x seed interaction twice (Owen 2007, the pigeonhole bootstrap), and
+    the small-sample corrections widen it further; a narrower one called 11 of 100 seed-noise nulls real
+    (tests/test_runs.py)."""
     assert 0.90 <= simulated_coverage(replicates=200, seeds=5) <= 0.99
+
+
+def test_seeds_stage_writes_the_spread_stability_and_the_report_section(tmp_path):
+    """snli of the synthetic project (10 corrected, 2 regressed, 3 still wrong, 15 still right) with one replicate
+    that answers the first 4 rows (corrected ones) as the base model: seed 42 gets 25 of 30 right, seed 7 gets 21.
+    Mean 0.7667, sd = 4/30 / sqrt(2) = 0.0943; those 4 rows are seed-dependent, 4 of seed 42's 10 corrected rows."""
+    write_project(tmp_path, replicate=True)
+    done = run_stage(tmp_path, "seeds.py", "snli")
+    assert "2 seed(s), adapter accuracy mean 76.7% (sd 9.4%, 70.0% to 83.3%)" in done.stdout
+    metrics = json.loads((tmp_path / "metrics/eval/snli/seeds.json").read_text())
+    assert metrics["seeds"] == [42, REPLICATE_SEED] and metrics["compute_dtype"] == "float32"
+    assert metrics["adapter"] == {"accuracy_mean": 0.7667, "accuracy_sd": 0.0943, "accuracy_min": 0.7,
+                                  "accuracy_max": 0.8333}
+    assert metrics["adapter_accuracy_by_seed"] == {"42": 0.8333, "7": 0.7}
+    assert metrics["gain"]["mean"] == pytest.approx(0.7667 - 17 / 30, abs=1e-4) and metrics["gain"]["covers"] == \
+        "seeds and rows"
+    assert metrics["stability"] == {"stable-correct": 21, "stable-wrong": 5, "seed-dependent": REPLICATE_FLIPS}
+    assert metrics["primary_seed_transitions"] == {"corrected": 10, "corrected_seed_dependent": 4, "regressed": 2,
+                                                   "regressed_seed_dependent": 0}
+    assert metrics["slices"]["artifact=hard"]["rows"] == 15
+    rows = [json.loads(line) for line in (tmp_path / "reports/stability/snli.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and [row["stability"] for row in rows[:5]] == [SEED_DEPENDENT] * 4 + [STABLE_CORRECT]
+    run_stage(tmp_path, "compare.py", "snli")
+    section = (tmp_path / "reports/eval/snli.md").read_text()
+    assert "Of train.seed's 10 corrected rows, 4 are seed-dependent; of its 2 regressed rows, 0." in section
+
+
+def test_explanations_can_leave_seed_dependent_rows_out(tmp_path):
+    write_project(tmp_path, replicate=True)
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text() + "slices: {stable_transitions_only: true}\n")
+    run_stage(tmp_path, "seeds.py", "snli")
+    run_stage(tmp_path, "compare.py", "snli")
+    section = (tmp_path / "reports/eval/snli.md").read_text()
+    assert f"test seed-stable rows only ({REPLICATE_FLIPS} seed-dependent rows left out" in section
+
+
+def test_one_seed_says_stability_was_not_measured(tmp_path):
+    write_project(tmp_path)
+    run_stage(tmp_path, "seeds.py", "snli")
+    metrics = json.loads((tmp_path / "metrics/eval/snli/seeds.json").read_text())
+    assert (metrics["replicates"], metrics["stability"], metrics["adapter"]["accuracy_sd"]) == (1, None, 0.0)
+    assert metrics["gain"]["covers"] == "rows only (one seed)"
+    rows = [json.loads(line) for line in (tmp_path / "reports/stability/snli.jsonl").read_text().splitlines()]
+    assert {row["stability"] for row in rows} == {None}
+
+
+def test_replicates_trained_in_another_dtype_are_refused(tmp_path):
+    write_project(tmp_path, replicate=True)
+    replicate = tmp_path / f"reports/predictions/snli/seeds/{REPLICATE_SEED}.json"
+    metrics = json.loads(replicate.read_text())
+    metrics["fine_tune"]["compute_dtype"] = "bfloat16"
+    replicate.write_text(json.dumps(metrics))
+    done = subprocess.run([sys.executable, str(REPO / "stages/seeds.py"), "snli"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "seed 42: float32, seed 7: bfloat16" in done.stderr
+    assert not (tmp_path / "metrics/eval/snli/seeds.json").exists()

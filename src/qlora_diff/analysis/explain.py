@@ -24,7 +24,7 @@ from qlora_diff.core.errors import InputError
 
 EXPLAINED = ("corrected", "regressed", "still_wrong")
 UNSTABLE = "seed_dependent"   # the category of a row left out of the tests (slices.stable_transitions_only)
-CATEGORY_WORDS = {"corrected": "Corrected", "regressed": "Regressed", "still_wrong": "Still-wrong"}
+CATEGORY_WORDS = {"corrected": "Corrected rows", "regressed": "Regressed rows", "still_wrong": "Still-wrong rows"}
 
 
 @dataclass(frozen=True)
@@ -113,18 +113,19 @@ def over_representation(categories: list[str], members: dict[tuple[str, str], li
     return tests
 
 
-def finding_sentence(test: dict) -> str:
+def finding_sentence(test: dict, words: dict[str, str] = CATEGORY_WORDS) -> str:
+    """One passed test as a sentence; ``words`` names the categories (e.g. "Fixed by B" between two runs)."""
     lift = f"{test['lift']:.1f}" if test["lift"] >= 1.1 else f"{test['lift']:.2f}"  # a small lift keeps its digits
-    return (f"{CATEGORY_WORDS[test['category']]} rows have {describe(test['feature'], test['value'])} "
+    return (f"{words[test['category']]} have {describe(test['feature'], test['value'])} "
             f"{lift}x as often as all rows ({100 * test['rate_in_category']:.0f}% vs "
             f"{100 * test['rate_overall']:.0f}%, q = {test['q_value']:.2g}).")
 
 
-def findings(tests: list[dict], q_threshold: float) -> list[str]:
+def findings(tests: list[dict], q_threshold: float, words: dict[str, str] = CATEGORY_WORDS) -> list[str]:
     """Sentences for the tests that pass, strongest first within each category."""
     passed = [t for t in tests if t["q_value"] <= q_threshold]
     passed.sort(key=lambda t: (EXPLAINED.index(t["category"]), t["q_value"], -t["lift"], t["feature"], t["value"]))
-    return [finding_sentence(t) for t in passed]
+    return [finding_sentence(t, words) for t in passed]
 
 
 def gain_split(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], list[int]]) -> dict | None:

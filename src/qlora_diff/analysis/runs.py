@@ -1,10 +1,15 @@
 """Is run B's adapter better than run A's? A paired comparison of two runs (git revisions, branches or DVC
 experiment names) on the rows both scored, read through DVC's API without checking anything out.
 
-Per evaluation set: both accuracies, the difference with a paired-bootstrap CI, the rows B fixed and broke
-relative to A, and the exact McNemar p. Each run holds one fine-tune (one training seed), so the verdict says
-plainly that seed noise was not measured: a significant test shows that these two adapters differ on these rows,
-not that one config beats the other.
+Per evaluation set, adapter B against adapter A (each run's train.seed fine-tune): both accuracies, the difference
+with a paired-bootstrap CI, the rows B fixed and broke relative to A, the exact McNemar p, and the slices
+over-represented among those rows (Fisher exact, Benjamini-Hochberg, as in the explanations).
+
+A run with seed replicates (train.extra_seeds) carries every seed's predictions. When either side has several, the
+verdict comes from a two-level bootstrap (seeds, then rows) of the difference of the mean accuracies: it says
+whether the difference exceeds the seed noise. With one seed per side, the verdict says plainly that seed noise was
+not measured: a significant test then shows that these two adapters differ on these rows, not that one config beats
+the other.
 
 Run: python -m qlora_diff.analysis.runs A B [--out runs.md]     (e.g. `python -m qlora_diff.analysis.runs main lora-r8`)
 """
@@ -13,15 +18,50 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tabulate import tabulate
 
-from qlora_diff.analysis.compare import correctness, index_predictions
+from qlora_diff.analysis.compare import category, correctness, index_predictions
+from qlora_diff.analysis.explain import attach_features, findings, over_representation, slice_members
+from qlora_diff.analysis.seeds import correctness_matrix, two_level_bootstrap_ci
 from qlora_diff.analysis.stats import group_table, significant
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
+
+SEED_STUDY = Path("benchmarks/results/seed_study.json")   # benchmarks/seed_study.py: the default config's seed noise
+RUN_WORDS = {"corrected": "Rows B fixed", "regressed": "Rows B broke", "still_wrong": "Rows both got wrong"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's files: per evaluation set, each training seed's adapter predictions (train.seed first), and the
+    slice features of the rows where the run has them."""
+
+    replicates: dict[str, dict[int, list[dict]]]
+    slices: dict[str, list[dict]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """The difference of the mean accuracies across seeds, with a two-level bootstrap CI (seeds, then rows)."""
+
+    seeds_a: int
+    seeds_b: int
+    mean_a: float
+    mean_b: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def delta(self) -> float:
+        return self.mean_b - self.mean_a
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.ci_low > 0 or self.ci_high < 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +78,8 @@ class RunDifference:
     broken: int           # rows A gets right and B wrong
     mcnemar_p: float
     confidence: float
+    seeds: SeedDifference | None = None   # when either run has replicates
+    findings: list[str] | None = None     # slices over-represented among fixed/broken rows; None: no slice features
 
     @property
     def delta(self) -> float:
@@ -48,8 +90,16 @@ class RunDifference:
         """The exact McNemar test at the report's level (1 - confidence)."""
         return significant(self.mcnemar_p, self.confidence)
 
+    @property
+    def real(self) -> bool:
+        """What the verdict calls a real difference: beyond the seed noise when replicates were measured, else
+        (two single fine-tunes) McNemar-significant between these two adapters."""
+        return self.seeds.beyond_noise if self.seeds else self.significant
+
     def verdict(self, name_a: str, name_b: str) -> str:
-        """One sentence that claims no more than the test supports; seed noise is not measured with one seed."""
+        """One sentence that claims no more than the test supports."""
+        if self.seeds:
+            return self._seed_verdict(name_a, name_b)
         direction = "above" if self.delta > 0 else "below" if self.delta < 0 else "level with"
         numbers = (f"`{name_b}` is {abs(100 * self.delta):.1f} points {direction} `{name_a}` on `{self.set_name}` "
                    f"({100 * self.accuracy_b:.1f}% vs {100 * self.accuracy_a:.1f}%, paired {self.confidence:.0%} CI "
@@ -59,6 +109,21 @@ class RunDifference:
             return f"{numbers}: not significant; the two adapters are indistinguishable on these rows."
         return (f"{numbers}: the two adapters differ on these rows beyond row sampling, but each run has one training "
                 "seed, so seed noise was not measured: this does not show that one config is better.")
+
+    def _seed_verdict(self, name_a: str, name_b: str) -> str:
+        seeds = self.seeds
+        direction = "above" if seeds.delta > 0 else "below" if seeds.delta < 0 else "level with"
+        numbers = (f"Averaged over training seeds, `{name_b}` ({seeds.seeds_b} seed{'s' * (seeds.seeds_b > 1)}, "
+                   f"{100 * seeds.mean_b:.1f}%) is {abs(100 * seeds.delta):.1f} points {direction} `{name_a}` "
+                   f"({seeds.seeds_a} seed{'s' * (seeds.seeds_a > 1)}, {100 * seeds.mean_a:.1f}%) on "
+                   f"`{self.set_name}` ({self.confidence:.0%} two-level bootstrap CI over seeds and rows "
+                   f"[{100 * seeds.ci_low:+.1f}, {100 * seeds.ci_high:+.1f}])")
+        lone = [name for name, count in ((name_a, seeds.seeds_a), (name_b, seeds.seeds_b)) if count == 1]
+        caveat = (f"; `{lone[0]}` has one seed, so its own seed noise is not in this CI" if lone else "")
+        if not seeds.beyond_noise:
+            return f"{numbers}: within the seed noise; neither config is shown to be better{caveat}."
+        better = name_b if seeds.delta > 0 else name_a
+        return f"{numbers}: the difference exceeds the seed noise, so `{better}` is better here{caveat}."
 
 
 def align(set_name: str, rows_a: list[dict], rows_b: list[dict], name_a: str = "A", name_b: str = "B"
@@ -80,48 +145,126 @@ def align(set_name: str, rows_a: list[dict], rows_b: list[dict], name_a: str = "
     return pairs
 
 
-def difference(set_name: str, pairs: list[tuple[dict, dict]], cfg: Config) -> RunDifference:
+def seed_difference(set_name: str, run_a: dict[int, list[dict]], run_b: dict[int, list[dict]], cfg: Config,
+                    name_a: str, name_b: str) -> SeedDifference:
+    """Every seed of both runs, rows in A's first seed's order (each replicate checked to hold the same rows)."""
+    order = next(iter(run_a.values()))
+    aligned = lambda run, name: [[b for _, b in align(set_name, order, rows, name_a, f"{name} seed {seed}")]
+                                 for seed, rows in run.items()]
+    a = correctness_matrix(aligned(run_a, name_a), f"eval set '{set_name}' of {name_a}")
+    b = correctness_matrix(aligned(run_b, name_b), f"eval set '{set_name}' of {name_b}")
+    low, high = two_level_bootstrap_ci(a, b, cfg.report.bootstrap_samples, cfg.report.seed, cfg.report.confidence)
+    return SeedDifference(seeds_a=len(a), seeds_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
+                          ci_low=low, ci_high=high)
+
+
+def run_findings(pairs: list[tuple[dict, dict]], slice_rows: list[dict], cfg: Config, origin: str) -> list[str]:
+    """Slices over-represented among the rows B fixed, broke or both got wrong (the explanations' tests)."""
+    members = slice_members(pairs, attach_features(pairs, slice_rows, origin))
+    categories = [category(a["correct"], b["correct"]) for a, b in pairs]
+    return findings(over_representation(categories, members, cfg.slices.min_rows), cfg.slices.q_threshold, RUN_WORDS)
+
+
+def difference(set_name: str, pairs: list[tuple[dict, dict]], cfg: Config, seeds: SeedDifference | None = None,
+               found: list[str] | None = None) -> RunDifference:
     """B against A on the paired rows: the whole set as one group of ``stats.group_table``, with its paired CI."""
     whole = group_table(*correctness(pairs), {set_name: range(len(pairs))}, cfg.report, paired_ci=True)[0]
     return RunDifference(set_name=set_name, rows=len(pairs), accuracy_a=whole["base_accuracy"],
                          accuracy_b=whole["adapter_accuracy"], ci_low=whole["delta_ci"][0], ci_high=whole["delta_ci"][1],
                          fixed=whole["corrected"], broken=whole["regressed"], mcnemar_p=whole["p_value"],
-                         confidence=cfg.report.confidence)
+                         confidence=cfg.report.confidence, seeds=seeds, findings=found)
 
 
-def compare_runs(run_a: dict[str, list[dict]], run_b: dict[str, list[dict]], cfg: Config, name_a: str = "A",
-                 name_b: str = "B") -> list[RunDifference]:
-    """Per evaluation set (A's order), B's adapter against A's; every set must exist in both runs."""
+def compare_runs(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b: str = "B") -> list[RunDifference]:
+    """Per evaluation set (A's order), B's adapter against A's; every set must exist in both runs. The slice
+    features are B's (the rows are the same)."""
     for missing_in, present, other in ((name_b, run_a, run_b), (name_a, run_b, run_a)):
-        lone = [name for name in present if name not in other]
+        lone = [name for name in present.replicates if name not in other.replicates]
         if lone:
             raise InputError(f"eval set '{lone[0]}' exists only in one run (not in {missing_in}); compare runs "
                              "with the same eval_sets.")
-    return [difference(name, align(name, run_a[name], run_b[name], name_a, name_b), cfg) for name in run_a]
+    out = []
+    for name, seeds_a in run_a.replicates.items():
+        seeds_b = run_b.replicates[name]
+        pairs = align(name, next(iter(seeds_a.values())), next(iter(seeds_b.values())), name_a, name_b)
+        seeds = seed_difference(name, seeds_a, seeds_b, cfg, name_a, name_b) \
+            if len(seeds_a) > 1 or len(seeds_b) > 1 else None
+        found = run_findings(pairs, run_b.slices[name], cfg, f"{name_b}: slices of {name}") \
+            if name in run_b.slices else None
+        out.append(difference(name, pairs, cfg, seeds, found))
+    return out
 
 
-def read_run(rev: str | None, repo: str = ".") -> dict[str, list[dict]]:
-    """Every evaluation set's adapter predictions at ``rev`` (a git revision or DVC experiment name; None: the
-    workspace), read through ``dvc.api`` from the DVC cache or remote, without a checkout."""
+def _read_jsonl(path, repo: str, rev: str | None) -> list[dict]:
     import dvc.api
+
+    text = dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read_run(rev: str | None, repo: str = ".") -> Run:
+    """Every evaluation set's adapter predictions at ``rev`` (a git revision or DVC experiment name; None: the
+    workspace), each replicate's too, and the slice features where the run has them, read through ``dvc.api``
+    from the DVC cache or remote, without a checkout."""
+    import dvc.api
+    from dvc.exceptions import PathMissingError
     from ruamel.yaml import YAML
 
     params = YAML(typ="safe", pure=True).load(dvc.api.read("params.yaml", repo=repo, rev=rev, encoding="utf-8"))
-    runs = {}
+    train = params.get("train") or {}
+    extra = train.get("extra_seeds") or []
+    replicates, slices = {}, {}
     for set_name in params["eval_sets"]:
-        text = dvc.api.read(str(paths.predictions(set_name, "adapter")), repo=repo, rev=rev, encoding="utf-8")
-        runs[set_name] = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return runs
+        replicates[set_name] = {train.get("seed", 42): _read_jsonl(paths.predictions(set_name, "adapter"), repo, rev)}
+        for seed in extra:
+            replicates[set_name][seed] = _read_jsonl(paths.replicate_predictions(set_name, seed), repo, rev)
+        try:
+            slices[set_name] = _read_jsonl(paths.slice_rows(set_name), repo, rev)
+        except (FileNotFoundError, PathMissingError):   # a run from before the slices stage
+            pass
+    return Run(replicates=replicates, slices=slices)
 
 
-def render(differences: list[RunDifference], name_a: str, name_b: str) -> str:
+def seed_reference(study_path: Path = SEED_STUDY) -> dict[str, str]:
+    """Per evaluation set, what the committed seed study measured for the default config, as a sentence for
+    single-seed comparisons (none without the study)."""
+    if not study_path.is_file():
+        return {}
+    default = json.loads(study_path.read_text(encoding="utf-8"))["configs"].get("default")
+    sentences = {}
+    for name, measured in (default or {}).get("sets", {}).items():
+        spread = measured["adapter"]
+        sentences[name] = (f"For reference, measured for the default config and not for these runs: across "
+                           f"{len(measured['seeds'])} training seeds the adapter's accuracy on `{name}` had sd "
+                           f"{100 * spread['accuracy_sd']:.1f} points ({100 * spread['accuracy_min']:.1f}% to "
+                           f"{100 * spread['accuracy_max']:.1f}%; {study_path}).")
+    return sentences
+
+
+def render(differences: list[RunDifference], name_a: str, name_b: str, reference: dict[str, str] | None = None
+           ) -> str:
+    """The comparison as Markdown; ``reference`` (``seed_reference``) is quoted under single-seed verdicts."""
     rows = [[f"`{d.set_name}`", d.rows, f"{100 * d.accuracy_a:.1f}%", f"{100 * d.accuracy_b:.1f}%",
              f"{100 * d.delta:+.1f} [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]", d.fixed, d.broken,
-             f"{d.mcnemar_p:.2g}"] for d in differences]
+             f"{d.mcnemar_p:.2g}",
+             f"{d.seeds.seeds_a} / {d.seeds.seeds_b}: {100 * d.seeds.delta:+.1f} [{100 * d.seeds.ci_low:+.1f}, "
+             f"{100 * d.seeds.ci_high:+.1f}]" if d.seeds else "not measured (one seed each)"] for d in differences]
     table = tabulate(rows, headers=["set", "rows", f"`{name_a}`", f"`{name_b}`", "B - A, points [paired CI]",
-                                    "fixed by B", "broken by B", "McNemar p"], tablefmt="github")
-    return "\n".join([f"## `{name_b}` against `{name_a}` (adapter vs adapter, same rows)", "", table, "",
-                      *(f"- {d.verdict(name_a, name_b)}" for d in differences), ""])
+                                    "fixed by B", "broken by B", "McNemar p",
+                                    "seeds A / B: mean B - A [two-level CI]"], tablefmt="github")
+    parts = [f"## `{name_b}` against `{name_a}` (adapter vs adapter, same rows)", "",
+             "Accuracies, fixed/broken and McNemar: each run's train.seed fine-tune. The last column averages every "
+             "training seed of each run.", "", table, ""]
+    for d in differences:
+        parts.append(f"- {d.verdict(name_a, name_b)}")
+        if d.seeds is None and d.set_name in (reference or {}):
+            parts.append(f"  {reference[d.set_name]}")
+    parts.append("")
+    for d in differences:
+        if d.findings:
+            parts += [f"Slices over-represented among the rows of `{d.set_name}` that B fixed or broke (Fisher exact, "
+                      "Benjamini-Hochberg):", "", *(f"- {sentence}" for sentence in d.findings), ""]
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -131,8 +274,11 @@ def main() -> None:
     parser.add_argument("--out", help="write the Markdown here as well as to stdout")
     args = parser.parse_args()
     cfg = load_config()
-    markdown = render(compare_runs(read_run(args.a), read_run(None if args.b == "workspace" else args.b), cfg,
-                                   args.a, args.b), args.a, args.b)
+    try:
+        markdown = render(compare_runs(read_run(args.a), read_run(None if args.b == "workspace" else args.b), cfg,
+                                       args.a, args.b), args.a, args.b, seed_reference())
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.out:
         atomic.write_text(args.out, markdown)
     print(markdown)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from qlora_diff.analysis.calibration import label_probability
 from qlora_diff.analysis.compare import index_predictions
@@ -65,16 +67,33 @@ def seed_spread(correct: np.ndarray) -> SeedSpread:
                       min=float(accuracies.min()), max=float(accuracies.max()))
 
 
+def _seed_corrected(side: np.ndarray) -> np.ndarray:
+    """A side's seeds spread by sqrt(n / (n - 1)) around their mean row: resampling n seeds with replacement
+    otherwise shrinks the seed variance by (n - 1) / n, which matters with 3 or 5 seeds."""
+    seeds = len(side)
+    if seeds < 2:
+        return side
+    center = side.mean(axis=0)
+    return center + (side - center) * np.sqrt(seeds / (seeds - 1))
+
+
 def two_level_bootstrap_ci(before: np.ndarray, after: np.ndarray, samples: int, seed: int,
                            confidence: float) -> tuple[float, float]:
-    """Percentile CI of mean accuracy(after) - mean accuracy(before), both seeds x rows on the same rows.
+    """CI of mean accuracy(after) - mean accuracy(before), both seeds x rows on the same rows.
 
     Each resample draws seeds with replacement on each side independently (separate fine-tunes), then rows with
     replacement, the same rows for both sides (paired). A side with one seed (the base model) contributes row noise
-    only."""
+    only. Two small-sample corrections, because a study has a handful of seeds, not a population of them: each
+    side's seed spread is bias-corrected (``_seed_corrected``), and the seed part of the interval's variance is
+    widened by (t(df) / z)^2 with df = sum of (seeds - 1) over the sides, as a t interval would be; the row part
+    is left as it is. Without them, 11-12% of simulated 5- and 3-seed null comparisons excluded 0 at 95%
+    (tests/test_runs.py states the rate with them)."""
     before, after = np.atleast_2d(before).astype(float), np.atleast_2d(after).astype(float)
     if before.shape[1] != after.shape[1]:
         raise ValueError(f"both sides must score the same rows: {before.shape[1]} vs {after.shape[1]}")
+    observed = float(after.mean() - before.mean())
+    df = len(before) + len(after) - 2
+    before, after = _seed_corrected(before), _seed_corrected(after)
     rng = np.random.default_rng(seed)
     rows = before.shape[1]
     differences = np.empty(samples)
@@ -86,8 +105,14 @@ def two_level_bootstrap_ci(before: np.ndarray, after: np.ndarray, samples: int, 
             seed_weights = rng.multinomial(len(side), np.full(len(side), 1 / len(side)), size=count) / len(side)
             side_means.append(np.einsum("bs,sr,br->b", seed_weights, side, row_weights))
         differences[start:start + count] = side_means[1] - side_means[0]
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(differences, [tail, 100 - tail])
+    tail = (1 - confidence) / 2
+    low, high = np.percentile(differences, [100 * tail, 100 * (1 - tail)])
+    if df > 0:   # widen the seed part of the variance by (t / z)^2, leave the row part
+        seed_variance = sum(side.mean(axis=1).var(ddof=1) / len(side) for side in (before, after) if len(side) > 1)
+        seed_share = min(1.0, seed_variance / max(float(differences.var()), 1e-12))
+        ratio = student_t.ppf(1 - tail, df) / norm.ppf(1 - tail)
+        widen = np.sqrt(seed_share * ratio**2 + 1 - seed_share)
+        low, high = observed + (low - observed) * widen, observed + (high - observed) * widen
     return round(float(low), 4) + 0.0, round(float(high), 4) + 0.0   # + 0.0: no "-0.0" in a report
 
 

@@ -17,7 +17,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from qlora_diff.analysis.runs import compare_runs, read_run, render
+from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run, render, seed_reference
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
@@ -35,7 +35,7 @@ def comparison_markdown(base: str, head: str | None, cfg: Config, repo: str = ".
         differences = compare_runs(read_run(base, repo), read_run(head, repo), cfg, base, name_head)
     except (InputError, DvcException, FileNotFoundError) as exc:
         return f"## `{name_head}` against `{base}`\n\nThe two runs cannot be compared row by row: {exc}\n"
-    return render(differences, base, name_head)
+    return render(differences, base, name_head, seed_reference(Path(repo) / SEED_STUDY))
 
 
 def metrics_diff_markdown(base: str, head: str | None = None) -> str:

@@ -139,8 +139,44 @@ def benchmark(name: str) -> Callable[[Path], str]:
     return render
 
 
+def seed_study(root: Path) -> str:
+    """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
+    run's corrected and regressed rows are seed-dependent, and whether r=8 beats r=16 beyond the seed noise."""
+    path = root / "benchmarks/results/seed_study.json"
+    if not path.is_file():
+        return "Not run yet: `python benchmarks/seed_study.py run`."
+    study = json.loads(path.read_text(encoding="utf-8"))
+    rows, lines = [], []
+    for config, summary in study["configs"].items():
+        for name, s in summary["sets"].items():
+            spread, gain = s["adapter"], s["gain"]
+            rows.append([f"`{config}`", f"`{name}`", len(s["seeds"]), s["compute_dtype"], _pct(s["base_accuracy"]),
+                         _pct(spread["accuracy_mean"]), f"{100 * spread['accuracy_sd']:.1f}",
+                         f"{_pct(spread['accuracy_min'])} to {_pct(spread['accuracy_max'])}",
+                         f"{100 * gain['mean']:+.1f} [{100 * gain['ci_low']:+.1f}, {100 * gain['ci_high']:+.1f}]"])
+            moved = s["primary_seed_transitions"]
+            if config == "default" and moved:
+                lines.append(f"`{name}`: of the default run's {moved['corrected']} corrected rows, "
+                             f"{moved['corrected_seed_dependent']} are seed-dependent (another seed gets them wrong); "
+                             f"of its {moved['regressed']} regressed rows, {moved['regressed_seed_dependent']}. "
+                             f"{s['stability']['seed-dependent']} of all rows are seed-dependent.")
+            widest = max(s["phenomena"].items(), key=lambda item: item[1]["accuracy_max"] - item[1]["accuracy_min"],
+                         default=None)
+            if config == "default" and widest:
+                lines.append(f"`{name}`: the widest phenomenon is `{widest[0]}`, "
+                             f"{_pct(widest[1]['accuracy_min'])} to {_pct(widest[1]['accuracy_max'])} across seeds.")
+    table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
+                                    "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
+    verdicts = [f"r=8 against r=16: {item['verdict']}" for item in study["comparison"] or []]
+    missing = [f"Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
+               for config in study["missing"]]
+    return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + missing), "",
+                      f"Machine: {study['machine']['cpu']}."])
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "results": results,
+    "seed_study": seed_study,
     "timing": timing,
     "explanations": explanations,
     "calibration": calibration,

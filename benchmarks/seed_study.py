@@ -1,0 +1,123 @@
+"""The committed seed study: how far the default run moves with the training seed, and whether r=8 beats r=16
+once that noise is counted. Every number comes from DVC experiments of this repository; nothing is typed.
+
+    python benchmarks/seed_study.py run       # one `dvc exp run --temp` per config below, then collect
+    python benchmarks/seed_study.py collect   # read the experiments through dvc.api into benchmarks/results/
+
+Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with
+train.extra_seeds (5 seeds in all), and lora.r=8 with 3 seeds. Seed 42 of the default config is the committed run
+itself, so DVC trains only the replicates (finetune_seed@<seed>); the r=8 config trains all three. About 25 minutes a
+seed on a 2-core CPU in float32. `run --only r8` runs one config; `collect` reports a config not yet run as missing.
+
+Results: benchmarks/results/seed_study.json and .md, quoted by the README (python -m qlora_diff.tools.readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from qlora_diff.analysis.runs import compare_runs, read_run  # noqa: E402
+from qlora_diff.core import atomic, paths  # noqa: E402
+from qlora_diff.core.config import load_config  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+CONFIGS = {   # config -> `dvc exp run -S` overrides
+    "default": ["train.extra_seeds=[1,2,3,4]"],
+    "r8": ["lora.r=8", "train.extra_seeds=[1,2]"],
+}
+REFERENCE, CHALLENGER = "default", "r8"   # the question: does r=8 beat r=16 (the default)?
+
+
+def experiment(config: str) -> str:
+    return f"seed-study-{config}"
+
+
+def run(configs: list[str]) -> None:
+    for config in configs:
+        overrides = [arg for override in CONFIGS[config] for arg in ("-S", override)]
+        print(f"seed study: {config}: dvc exp run --temp -n {experiment(config)} {' '.join(overrides)}", flush=True)
+        subprocess.run(["dvc", "exp", "run", "--temp", "-n", experiment(config), *overrides], cwd=REPO,
+                       check=True)
+
+
+def exists(config: str) -> bool:
+    done = subprocess.run(["dvc", "exp", "list", "--name-only", "--all-commits"], cwd=REPO, capture_output=True,
+                          text=True, check=True)
+    return experiment(config) in done.stdout.split()
+
+
+def read_metrics(rev: str, path: Path) -> dict:
+    import dvc.api
+
+    return json.loads(dvc.api.read(str(path), repo=str(REPO), rev=rev, encoding="utf-8"))
+
+
+def config_summary(config: str, set_names: list[str]) -> dict:
+    """Per evaluation set, what the experiment's seeds stage measured (metrics/eval/<set>/seeds.json)."""
+    rev = experiment(config)
+    sets = {}
+    for name in set_names:
+        seeds = read_metrics(rev, paths.seed_metrics(name))
+        base = read_metrics(rev, paths.eval_metrics(name, "base"))
+        sets[name] = {"base_accuracy": base["accuracy"],
+                      **{key: seeds[key] for key in ("seeds", "compute_dtype", "adapter", "adapter_accuracy_by_seed",
+                                                     "gain", "stability", "primary_seed_transitions", "phenomena")}}
+    return {"experiment": rev, "overrides": CONFIGS[config], "sets": sets}
+
+
+def collect() -> dict:
+    cfg = load_config(REPO / "params.yaml")
+    present = [config for config in CONFIGS if exists(config)]
+    study = {"machine": {"cpu": platform.processor() or platform.machine()},
+             "configs": {config: config_summary(config, list(cfg.eval_sets)) for config in present},
+             "missing": [config for config in CONFIGS if config not in present], "comparison": None}
+    if REFERENCE in present and CHALLENGER in present:
+        differences = compare_runs(read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(CHALLENGER), str(REPO)),
+                                   cfg, REFERENCE, CHALLENGER)
+        study["comparison"] = [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
+                                "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
+                                "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
+                                "beyond_noise": d.seeds.beyond_noise, "verdict": d.verdict(REFERENCE, CHALLENGER)}
+                               for d in differences]
+    return study
+
+
+def markdown(study: dict) -> str:
+    rows = [[config, name, len(s["seeds"]), s["compute_dtype"], f"{100 * s['adapter']['accuracy_mean']:.1f}%",
+             f"{100 * s['adapter']['accuracy_sd']:.1f}", f"{100 * s['adapter']['accuracy_min']:.1f}% to "
+             f"{100 * s['adapter']['accuracy_max']:.1f}%",
+             f"{100 * s['gain']['mean']:+.1f} [{100 * s['gain']['ci_low']:+.1f}, {100 * s['gain']['ci_high']:+.1f}]"]
+            for config, summary in study["configs"].items() for name, s in summary["sets"].items()]
+    parts = ["# Seed study", "", tabulate(rows, headers=["config", "set", "seeds", "dtype", "adapter mean", "sd (points)",
+                                                        "range", "gain over base [two-level CI]"], tablefmt="github"), ""]
+    parts += [f"- {item['verdict']}" for item in study["comparison"] or []]
+    parts += [f"- Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
+              for config in study["missing"]]
+    return "\n".join(parts + ["", f"Machine: {study['machine']}", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "collect"))
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only this config")
+    args = parser.parse_args()
+    if args.action == "run":
+        run(args.only or list(CONFIGS))
+    study = collect()
+    atomic.write_json(RESULTS / "seed_study.json", study)
+    atomic.write_text(RESULTS / "seed_study.md", markdown(study))
+    print(markdown(study))
+
+
+if __name__ == "__main__":
+    main()
