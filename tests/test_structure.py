@@ -218,3 +218,55 @@ def test_every_benchmark_imports(script):
     """The benchmarks run by hand, not in the suite: at least their imports must follow the library's layout."""
     subprocess.run([sys.executable, "-c", f"import {Path(script).stem}"], cwd=REPO / "benchmarks", check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+RUN_CACHE_BLIND_KEYS = ("size", "nfiles")   # DVC leaves keys of these names out of the run-cache key, at any depth
+# report lists all of eval_sets to order the sets; every set's size reaches it through its data deps (the sets'
+# metrics), which the run-cache key does include.
+RUN_CACHE_BLIND_EXEMPT = {"report"}
+
+
+def blind_paths(value, prefix: str) -> list[str]:
+    if not isinstance(value, dict):
+        return []
+    return [path for key, item in value.items()
+            for path in ([f"{prefix}.{key}"] if key in RUN_CACHE_BLIND_KEYS else blind_paths(item, f"{prefix}.{key}"))]
+
+
+@pytest.mark.parametrize("name", sorted(set(stages()) - RUN_CACHE_BLIND_EXEMPT))
+def test_params_dvc_would_leave_out_of_the_run_cache_key_are_listed_by_full_path(name):
+    """iterative/dvc#10296: a param named `size` inside a mapping param (eval_sets.SET.size) is dropped from the
+    run-cache key, so changing it restores the old outputs. Listed by its full path it counts."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    declared = [str(p).replace("${key}", "snli").replace("${item.set}", "snli") for p in stages()[name].get("params", [])]
+    for entry in declared:
+        value = params
+        for part in entry.split("."):
+            value = value[part]
+        missing = [path for path in blind_paths(value, entry) if path not in declared]
+        assert not missing, f"stage {name}: list {missing} in its params (iterative/dvc#10296)"
+
+
+def test_dvc_still_needs_the_full_path_of_a_size_param(tmp_path):
+    """The bug the test above guards against, on a one-stage repo: without the full path, changing `size` restores
+    the previous output from the run-cache; with it, the stage reruns. When DVC fixes #10296 the first half fails:
+    then the full paths in dvc.yaml can go."""
+    (tmp_path / "gen.py").write_text("import yaml\nopen('out.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))"
+                                     "['sets']['a']['size']))\n")
+    dvc = lambda *args: subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, check=True,
+                                       capture_output=True, text=True)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q")
+
+    def repro_with(size: int, full_path: bool) -> str:
+        (tmp_path / "params.yaml").write_text(f"sets:\n  a:\n    size: {size}\n")
+        params = ["sets.a", "sets.a.size"] if full_path else ["sets.a"]
+        (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gen": {
+            "cmd": "python gen.py", "deps": ["gen.py"], "params": params, "outs": ["out.txt"]}}}))
+        dvc("repro")
+        return (tmp_path / "out.txt").read_text()
+
+    assert repro_with(30, full_path=False) == "30"
+    assert repro_with(40, full_path=False) == "30", "DVC fixed #10296: drop the `.size` params from dvc.yaml"
+    assert repro_with(50, full_path=True) == "50"
+    assert repro_with(60, full_path=True) == "60"
