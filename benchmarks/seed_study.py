@@ -62,6 +62,14 @@ def read_metrics(rev: str, path: Path) -> dict:
     return json.loads(dvc.api.read(str(path), repo=str(REPO), rev=rev, encoding="utf-8"))
 
 
+def baseline_commit(config: str) -> str:
+    """The commit the experiment ran on (its ref is refs/exps/<sha[:2]>/<sha[2:]>/<name>)."""
+    done = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=REPO, capture_output=True,
+                          text=True, check=True)
+    refs = [ref.split("/") for ref in done.stdout.split() if ref.endswith(f"/{experiment(config)}")]
+    return refs[-1][2] + refs[-1][3] if refs else ""
+
+
 def config_summary(config: str, set_names: list[str]) -> dict:
     """Per evaluation set, what the experiment's seeds stage measured (metrics/eval/<set>/seeds.json)."""
     rev = experiment(config)
@@ -72,7 +80,7 @@ def config_summary(config: str, set_names: list[str]) -> dict:
         sets[name] = {"base_accuracy": base["accuracy"],
                       **{key: seeds[key] for key in ("seeds", "compute_dtype", "adapter", "adapter_accuracy_by_seed",
                                                      "gain", "stability", "primary_seed_transitions", "phenomena")}}
-    return {"experiment": rev, "overrides": CONFIGS[config], "sets": sets}
+    return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config], "sets": sets}
 
 
 def collect() -> dict:

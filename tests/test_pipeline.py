@@ -184,10 +184,11 @@ def test_seed_replicates_are_stages_and_two_experiments_compare_seed_aware(repo_
 
 
 def test_runs_that_scored_other_rows_are_refused_with_the_set_and_id(repo_copy):
-    run(["dvc", "exp", "run", "--temp", "-n", "fewer-rows", "-S", "eval_sets.snli.size=20"], repo_copy)
-    done = run(["python", "-m", "qlora_diff.analysis.runs", "HEAD", "fewer-rows"], repo_copy, check=False)
+    """Another sample of the same size (eval_sets.snli.seed): same count, other ids."""
+    run(["dvc", "exp", "run", "--temp", "-n", "other-rows", "-S", "eval_sets.snli.seed=7"], repo_copy)
+    done = run(["python", "-m", "qlora_diff.analysis.runs", "HEAD", "other-rows"], repo_copy, check=False)
     assert done.returncode != 0
-    assert re.search(r"error: eval set 'snli': HEAD and fewer-rows scored different rows \(30 vs 20\); first "
+    assert re.search(r"error: eval set 'snli': HEAD and other-rows scored different rows \(30 vs 30\); first "
                      r"mismatch: id '[^']+' only in HEAD", done.stderr), done.stderr
 
 
