@@ -21,14 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tabulate import tabulate
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from qlora_diff.analysis.runs import compare_runs, read_run  # noqa: E402
+from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run  # noqa: E402
 from qlora_diff.core import atomic, paths  # noqa: E402
 from qlora_diff.core.config import load_config  # noqa: E402
+from qlora_diff.tools.readme import seed_study  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {   # config -> `dvc exp run -S` overrides
@@ -100,20 +99,6 @@ def collect() -> dict:
     return study
 
 
-def markdown(study: dict) -> str:
-    rows = [[config, name, len(s["seeds"]), s["compute_dtype"], f"{100 * s['adapter']['accuracy_mean']:.1f}%",
-             f"{100 * s['adapter']['accuracy_sd']:.1f}", f"{100 * s['adapter']['accuracy_min']:.1f}% to "
-             f"{100 * s['adapter']['accuracy_max']:.1f}%",
-             f"{100 * s['gain']['mean']:+.1f} [{100 * s['gain']['ci_low']:+.1f}, {100 * s['gain']['ci_high']:+.1f}]"]
-            for config, summary in study["configs"].items() for name, s in summary["sets"].items()]
-    parts = ["# Seed study", "", tabulate(rows, headers=["config", "set", "seeds", "dtype", "adapter mean", "sd (points)",
-                                                        "range", "gain over base [two-level CI]"], tablefmt="github"), ""]
-    parts += [f"- {item['verdict']}" for item in study["comparison"] or []]
-    parts += [f"- Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
-              for config in study["missing"]]
-    return "\n".join(parts + ["", f"Machine: {study['machine']}", ""])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("run", "collect"))
@@ -121,10 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.action == "run":
         run(args.only or list(CONFIGS))
-    study = collect()
-    atomic.write_json(RESULTS / "seed_study.json", study)
-    atomic.write_text(RESULTS / "seed_study.md", markdown(study))
-    print(markdown(study))
+    atomic.write_json(REPO / SEED_STUDY, collect())
+    summary = seed_study(REPO)   # the README's block, from the file just written
+    atomic.write_text(RESULTS / "seed_study.md", f"# Seed study\n\n{summary}\n")
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Usage: python stages/seeds.py SET [--params params.yaml]
 """
 
 import json
+from pathlib import Path
 
 from qlora_diff.analysis.compare import join_predictions
 from qlora_diff.analysis.explain import attach_features
@@ -17,21 +18,21 @@ from qlora_diff.core.config import Config
 from qlora_diff.core.errors import InputError
 
 
-def read(path, stage: str) -> str:
+def required(path: Path, stage: str) -> Path:
+    """``path``, or a clear error naming the stage that writes it."""
     if not path.is_file():
         raise InputError(f"{path} is missing; run `dvc repro {stage}`.")
-    return path.read_text(encoding="utf-8")
+    return path
 
 
 def main(cfg: Config, eval_set: str) -> None:
     base = atomic.read_jsonl(paths.predictions(eval_set, "base"))
     replicates = {cfg.train.seed: atomic.read_jsonl(paths.predictions(eval_set, "adapter"))}
-    dtypes = {cfg.train.seed: json.loads(read(paths.FINETUNE_METRICS, "finetune"))["compute_dtype"]}
+    dtypes = {cfg.train.seed: json.loads(required(paths.FINETUNE_METRICS, "finetune").read_text())["compute_dtype"]}
     for seed in cfg.train.extra_seeds:
         stage = f"evaluate_seed@{seed}-{eval_set}"
-        metrics = json.loads(read(paths.replicate_eval_metrics(eval_set, seed), stage))
-        replicates[seed] = [json.loads(line) for line in read(paths.replicate_predictions(eval_set, seed),
-                                                               stage).splitlines() if line.strip()]
+        metrics = json.loads(required(paths.replicate_eval_metrics(eval_set, seed), stage).read_text())
+        replicates[seed] = atomic.read_jsonl(required(paths.replicate_predictions(eval_set, seed), stage))
         dtypes[seed] = metrics["fine_tune"]["compute_dtype"]
     pairs = join_predictions(base, replicates[cfg.train.seed], str(paths.predictions(eval_set, "base")),
                              str(paths.predictions(eval_set, "adapter")))

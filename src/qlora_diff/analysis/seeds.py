@@ -121,7 +121,13 @@ def row_stability(base_rows: list[dict], replicates: list[list[dict]], collapse:
     answer, the mean and sd of its p(gold) across seeds (None without probabilities), and its label: right in
     every seed (stable-correct), in none (stable-wrong), or in some (seed-dependent); None with one seed, where
     stability is not measured."""
-    correct = correctness_matrix([base_rows, *replicates], "base and replicates")
+    return _stability_rows(base_rows, replicates, correctness_matrix([base_rows, *replicates], "base and replicates"),
+                           collapse)
+
+
+def _stability_rows(base_rows: list[dict], replicates: list[list[dict]], correct: np.ndarray,
+                    collapse: dict[str, str]) -> list[dict]:
+    """``row_stability`` from the rows x seeds table ``correct`` (base model first) already checked for ids."""
     base, adapter = correct[0], correct[1:]
     by_id = [{row["id"]: row for row in rows} for rows in replicates]
     out = []
@@ -169,8 +175,9 @@ def seed_report(cfg: Config, set_name: str, base_rows: list[dict], replicates: d
         raise InputError(f"eval set '{set_name}': the replicates were fine-tuned in different compute dtypes "
                          f"({listed}); pin quant.compute_dtype and rerun them on one machine class.")
     seeds = list(replicates)
-    stability = row_stability(base_rows, list(replicates.values()), cfg.eval_sets[set_name].collapse(cfg.data.labels))
     correct = correctness_matrix([base_rows, *replicates.values()], f"eval set '{set_name}'")
+    stability = _stability_rows(base_rows, list(replicates.values()), correct,
+                                cfg.eval_sets[set_name].collapse(cfg.data.labels))
     base_correct, adapter_correct = correct[0], correct[1:]
     report = cfg.report
     gain_ci = two_level_bootstrap_ci(base_correct, adapter_correct, report.bootstrap_samples, report.seed,

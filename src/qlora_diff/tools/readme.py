@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
 
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
@@ -142,7 +143,7 @@ def benchmark(name: str) -> Callable[[Path], str]:
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether r=8 beats r=16 beyond the seed noise."""
-    path = root / "benchmarks/results/seed_study.json"
+    path = root / SEED_STUDY
     if not path.is_file():
         return "Not run yet: `python benchmarks/seed_study.py run`."
     study = json.loads(path.read_text(encoding="utf-8"))
