@@ -6,8 +6,8 @@ once that noise is counted. Every number comes from DVC experiments of this repo
 
 Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with
 train.extra_seeds (5 seeds in all), and lora.r=8 with 3 seeds. Seed 42 of the default config is the committed run
-itself, so DVC trains only the replicates (finetune_seed@<seed>); the r=8 config trains all three. About 25 minutes a
-seed on a 2-core CPU in float32. `run --only r8` runs one config; `collect` reports a config not yet run as missing.
+itself, so DVC trains only the replicates (finetune_seed@<seed>); the r=8 config trains all three. About 20-25 minutes a
+seed in float32 on a 2-core AMD EPYC without AVX512-BF16. `run --only r8` runs one config; `collect` reports a config not yet run as missing.
 
 Results: benchmarks/results/seed_study.json and .md, quoted by the README (python -m qlora_diff.tools.readme).
 """
