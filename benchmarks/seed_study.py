@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from common import REPO, machine
 
-from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run  # noqa: E402
-from qlora_diff.core import atomic, paths  # noqa: E402
-from qlora_diff.core.config import load_config  # noqa: E402
-from qlora_diff.tools.readme import seed_study  # noqa: E402
+from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run
+from qlora_diff.core import atomic, paths
+from qlora_diff.core.config import load_config
+from qlora_diff.tools.readme import seed_study
 
 RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {   # config -> `dvc exp run -S` overrides
@@ -85,7 +81,7 @@ def config_summary(config: str, set_names: list[str]) -> dict:
 def collect() -> dict:
     cfg = load_config(REPO / "params.yaml")
     present = [config for config in CONFIGS if exists(config)]
-    study = {"machine": {"cpu": platform.processor() or platform.machine()},
+    study = {"machine": machine(),
              "configs": {config: config_summary(config, list(cfg.eval_sets)) for config in present},
              "missing": [config for config in CONFIGS if config not in present], "comparison": None}
     if REFERENCE in present and CHALLENGER in present:

@@ -150,9 +150,9 @@ def test_stage_cli_rejects_bad_params_before_importing_torch_and_leaves_outputs(
 
 def test_a_replicate_config_has_one_seed_and_no_replicates():
     cfg = parse_config({"train": {"seed": 42, "extra_seeds": [1, 2]}})
-    assert cfg.seeds == [42, 1, 2]
     replicate = cfg.with_train_seed(2)
-    assert (replicate.train.seed, replicate.train.extra_seeds, replicate.seeds) == (2, [], [2])
+    assert (replicate.train.seed, replicate.train.extra_seeds) == (2, [])
+    assert (cfg.train.seed, cfg.train.extra_seeds) == (42, [1, 2]), "the run's own config is left as it was"
     assert replicate.lora == cfg.lora and replicate.train.learning_rate == cfg.train.learning_rate
 
 

@@ -9,7 +9,8 @@ import re
 import pytest
 from conftest import REPO
 
-from qlora_diff.tools.readme import BLOCK, RENDERERS, pages, render_readme
+from qlora_diff.analysis.runs import SEED_STUDY
+from qlora_diff.tools.readme import BLOCK, RENDERERS, pages, render_readme, seed_study
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 EXPERIMENTS = (REPO / "docs" / "experiments.md").read_text(encoding="utf-8")
@@ -51,6 +52,18 @@ def test_every_relative_link_in_the_pages_resolves():
 def test_a_stale_number_is_caught(tmp_path):
     stale = README.replace("<!-- generated:results -->\n", "<!-- generated:results -->\n| accuracy | 99.9% |\n", 1)
     assert render_readme(stale, REPO) != stale
+
+
+def test_the_seed_study_block_ranks_the_committed_run_among_its_seeds(tmp_path):
+    """The committed run's headline is one seed's: the block says where it falls among the study's seeds."""
+    study = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))
+    snli = study["configs"]["default"]["sets"]["snli"]
+    snli["adapter_accuracy_by_seed"] = {str(seed): 0.6 + 0.01 * rank for rank, seed in enumerate(snli["seeds"])}
+    (tmp_path / SEED_STUDY).parent.mkdir(parents=True)
+    (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
+    block = seed_study(tmp_path)
+    assert f"`snli`: the committed run (train.seed {snli['seeds'][0]}, 60.0%) ranks 5 of 5 seeds" in block
+    assert "`challenge`: the committed run" in block and "`r8`" in block
 
 
 def test_unknown_block_is_an_error():

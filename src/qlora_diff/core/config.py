@@ -249,11 +249,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def seeds(self) -> list[int]:
-        """Every training seed of this run, ``train.seed`` first."""
-        return [self.train.seed, *self.train.extra_seeds]
-
     def with_train_seed(self, seed: int) -> Config:
         """The same config fine-tuned with another seed (a replicate)."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed, extra_seeds=[]))

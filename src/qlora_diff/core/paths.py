@@ -105,11 +105,6 @@ def replicate_eval_metrics(eval_set: str, seed: int) -> Path:
     return Path(f"reports/predictions/{eval_set}/seeds/{seed}.json")
 
 
-def set_predictions(eval_set: str) -> Path:
-    """The folder of a set's per-row files: both models' predictions, the replicates' and the slice features."""
-    return Path(f"reports/predictions/{eval_set}")
-
-
 def stability_rows(eval_set: str) -> Path:
     """Per row: in how many seeds the adapter is right, corrects or breaks the base model, and its label."""
     return Path(f"reports/stability/{eval_set}.jsonl")

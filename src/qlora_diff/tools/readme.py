@@ -129,13 +129,17 @@ def calibration(root: Path) -> str:
     return "\n".join([table, "", *lines])
 
 
+def _machine(result: dict) -> str:
+    """The machine line of a benchmark result: its CPU, bf16 support, threads, torch, CUDA (what it recorded)."""
+    return f"Machine: {', '.join(f'{key} {value}' for key, value in result['machine'].items())}."
+
+
 def benchmark(name: str) -> Callable[[Path], str]:
     def render(root: Path) -> str:
         data = _load(root, f"benchmarks/results/{name}.json")
         table = tabulate([list(r.values()) for r in data["results"]], headers=list(data["results"][0]),
                          tablefmt="github")
-        machine = ", ".join(f"{k} {v}" for k, v in data["machine"].items())
-        return "\n".join([table, "", f"Machine: {machine}.", "", *(f"- {note}" for note in data["notes"])])
+        return "\n".join([table, "", _machine(data), "", *(f"- {note}" for note in data["notes"])])
 
     return render
 
@@ -155,6 +159,12 @@ def seed_study(root: Path) -> str:
                          _pct(spread["accuracy_mean"]), f"{100 * spread['accuracy_sd']:.1f}",
                          f"{_pct(spread['accuracy_min'])} to {_pct(spread['accuracy_max'])}",
                          f"{100 * gain['mean']:+.1f} [{100 * gain['ci_low']:+.1f}, {100 * gain['ci_high']:+.1f}]"])
+            by_seed, primary = s["adapter_accuracy_by_seed"], str(s["seeds"][0])
+            if config == "default" and len(by_seed) > 1:
+                better = sum(accuracy > by_seed[primary] for accuracy in by_seed.values())
+                lines.append(f"`{name}`: the committed run (train.seed {primary}, {_pct(by_seed[primary])}) ranks "
+                             f"{better + 1} of {len(by_seed)} seeds by accuracy (1 = best); a new seed should expect "
+                             f"the mean, {_pct(spread['accuracy_mean'])}.")
             moved = s["primary_seed_transitions"]
             if config == "default" and moved:
                 lines.append(f"`{name}`: of the default run's {moved['corrected']} corrected rows, "
@@ -172,7 +182,7 @@ def seed_study(root: Path) -> str:
     missing = [f"Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
                for config in study["missing"]]
     return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + missing), "",
-                      f"Machine: {study['machine']['cpu']}."])
+                      _machine(study)])
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
