@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 from qlora_diff.analysis.runs import SEED_STUDY
+from qlora_diff.core import paths
 from qlora_diff.tools.readme import BLOCK, RENDERERS, pages, render_readme, seed_study
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -64,6 +65,18 @@ def test_the_seed_study_block_ranks_the_committed_run_among_its_seeds(tmp_path):
     block = seed_study(tmp_path)
     assert f"`snli`: the committed run (train.seed {snli['seeds'][0]}, 60.0%) ranks 5 of 5 seeds" in block
     assert "`challenge`: the committed run" in block and "`r8`" in block
+
+
+def test_the_seed_study_is_of_the_committed_run():
+    """The study's train.seed replicate of the default config is the committed run: same base and adapter accuracy
+    on every set, or the README would quote a study of another pipeline."""
+    study = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))["configs"]["default"]
+    for name, measured in study["sets"].items():
+        base = json.loads((REPO / paths.eval_metrics(name, "base")).read_text(encoding="utf-8"))
+        adapter = json.loads((REPO / paths.eval_metrics(name, "adapter")).read_text(encoding="utf-8"))
+        rerun = f"`{name}` moved since the seed study: python benchmarks/seed_study.py run"
+        assert measured["base_accuracy"] == base["accuracy"], rerun
+        assert measured["adapter_accuracy_by_seed"][str(measured["seeds"][0])] == adapter["accuracy"], rerun
 
 
 def test_unknown_block_is_an_error():

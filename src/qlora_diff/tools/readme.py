@@ -192,7 +192,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "explanations": explanations,
     "calibration": calibration,
     **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "train_throughput_no_native_bf16",
-                                          "eval_numerics", "repro_fresh_clone", "batch_invariance", "html_report")},
+                                          "eval_numerics", "repro_fresh_clone", "repro_fresh_clone_no_native_bf16",
+                                          "batch_invariance", "html_report")},
 }
 
 
