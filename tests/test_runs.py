@@ -43,6 +43,14 @@ def test_a_planted_difference_is_reported_with_its_numbers():
     assert "| `snli` |    200 | 50.0%    | 62.5%       | +12.5 [" in markdown
 
 
+def test_the_verdict_names_the_direction_and_says_level_for_equal_runs():
+    a = [i < 100 for i in range(200)]
+    (same,) = compare_runs(one_seed(a), one_seed(a), CFG, "main", "copy")
+    assert same.verdict("main", "copy").startswith("`copy` is level with `main` on `snli` (50.0% vs 50.0%")
+    (worse,) = compare_runs(one_seed(a), one_seed([i < 90 for i in range(200)]), CFG, "main", "worse")
+    assert worse.verdict("main", "worse").startswith("`worse` is 5.0 points below `main`")
+
+
 def test_two_runs_that_differ_by_noise_are_rarely_called_different():
     """100 fixed-seed null comparisons. Each row has its own chance of being right, the same in both runs (most rows
     are stable, a fifth are seed-dependent coin flips); A and B are independent draws of it, as two training seeds

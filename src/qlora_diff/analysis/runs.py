@@ -35,6 +35,12 @@ SEED_STUDY = Path("benchmarks/results/seed_study.json")   # benchmarks/seed_stud
 RUN_WORDS = {"corrected": "Rows B fixed", "regressed": "Rows B broke", "still_wrong": "Rows both got wrong"}
 
 
+def _relation(delta: float) -> str:
+    """B's accuracy against A's in words: "1.4 points above", "0.3 points below", or "level with"."""
+    points = round(100 * delta, 1)
+    return "level with" if points == 0 else f"{abs(points):.1f} points {'above' if points > 0 else 'below'}"
+
+
 @dataclass(frozen=True)
 class Run:
     """One run's files: per evaluation set, each training seed's adapter predictions (train.seed first), and the
@@ -100,8 +106,7 @@ class RunDifference:
         """One sentence that claims no more than the test supports."""
         if self.seeds:
             return self._seed_verdict(name_a, name_b)
-        direction = "above" if self.delta > 0 else "below" if self.delta < 0 else "level with"
-        numbers = (f"`{name_b}` is {abs(100 * self.delta):.1f} points {direction} `{name_a}` on `{self.set_name}` "
+        numbers = (f"`{name_b}` is {_relation(self.delta)} `{name_a}` on `{self.set_name}` "
                    f"({100 * self.accuracy_b:.1f}% vs {100 * self.accuracy_a:.1f}%, paired {self.confidence:.0%} CI "
                    f"[{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}], fixed {self.fixed} / broken "
                    f"{self.broken}, McNemar p = {self.mcnemar_p:.2g})")
@@ -112,9 +117,8 @@ class RunDifference:
 
     def _seed_verdict(self, name_a: str, name_b: str) -> str:
         seeds = self.seeds
-        direction = "above" if seeds.delta > 0 else "below" if seeds.delta < 0 else "level with"
         numbers = (f"Averaged over training seeds, `{name_b}` ({seeds.seeds_b} seed{'s' * (seeds.seeds_b > 1)}, "
-                   f"{100 * seeds.mean_b:.1f}%) is {abs(100 * seeds.delta):.1f} points {direction} `{name_a}` "
+                   f"{100 * seeds.mean_b:.1f}%) is {_relation(seeds.delta)} `{name_a}` "
                    f"({seeds.seeds_a} seed{'s' * (seeds.seeds_a > 1)}, {100 * seeds.mean_a:.1f}%) on "
                    f"`{self.set_name}` ({self.confidence:.0%} two-level bootstrap CI over seeds and rows "
                    f"[{100 * seeds.ci_low:+.1f}, {100 * seeds.ci_high:+.1f}])")
