@@ -82,16 +82,18 @@ def stage(dtype: str, share_prefix: bool, steps: int) -> dict:
         metrics = finetune(cfg, MODEL_DIR, REPO / "data/prepared/train.jsonl", out / "adapter", out / "m.json",
                            out / "checkpoints", out / "live")
     return {"tokens": metrics["tokens_seen"], "seconds": metrics["seconds"], "peak memory GB": metrics["peak_memory_gb"],
-            "shared prefix tokens": metrics["shared_prefix_tokens"], "batch size": cfg.train.batch_size,
-            "grad accum": cfg.train.grad_accum}
+            "shared prefix tokens": metrics["shared_prefix_tokens"]}
 
 
 def steady_state(dtype: str, share: str) -> dict:
     """tokens/s (counted and computed) of the TRAIN_STEPS steps after WARMUP_STEPS, from two runs of the stage."""
+    from common import config
+
+    train = config().train
     short, long = (child("stage", dtype, share, str(steps)) for steps in (WARMUP_STEPS, WARMUP_STEPS + TRAIN_STEPS))
     tokens, seconds = long["tokens"] - short["tokens"], long["seconds"] - short["seconds"]
-    batches = TRAIN_STEPS * long["grad accum"]   # the prefix runs once per batch, each row's rest once per row
-    computed = tokens - long["shared prefix tokens"] * (batches * long["batch size"] - batches)
+    batches = TRAIN_STEPS * train.grad_accum   # the prefix runs once per batch, each row's rest once per row
+    computed = tokens - long["shared prefix tokens"] * (batches * train.batch_size - batches)
     return {"tokens/s": round(tokens / seconds, 1), "computed tokens/s": round(computed / seconds, 1),
             "peak memory GB": long["peak memory GB"], "shared prefix tokens": long["shared prefix tokens"]}
 

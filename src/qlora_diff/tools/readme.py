@@ -144,6 +144,30 @@ def benchmark(name: str) -> Callable[[Path], str]:
     return render
 
 
+def _default_run_lines(name: str, s: dict) -> list[str]:
+    """What the study says of the committed run on one set: its rank among the seeds, how many of its corrected and
+    regressed rows are seed-dependent, and the phenomenon that moves most across seeds."""
+    lines = []
+    by_seed, primary, mean = s["adapter_accuracy_by_seed"], str(s["seeds"][0]), s["adapter"]["accuracy_mean"]
+    if len(by_seed) > 1:
+        better = sum(accuracy > by_seed[primary] for accuracy in by_seed.values())
+        lines.append(f"`{name}`: the committed run (train.seed {primary}, {_pct(by_seed[primary])}) ranks "
+                     f"{better + 1} of {len(by_seed)} seeds by accuracy (1 = best); a new seed should expect "
+                     f"the mean, {_pct(mean)}.")
+    moved = s["primary_seed_transitions"]
+    if moved:
+        lines.append(f"`{name}`: of the default run's {moved['corrected']} corrected rows, "
+                     f"{moved['corrected_seed_dependent']} are seed-dependent (another seed gets them wrong); "
+                     f"of its {moved['regressed']} regressed rows, {moved['regressed_seed_dependent']}. "
+                     f"{s['stability']['seed-dependent']} of all rows are seed-dependent.")
+    widest = max(s["phenomena"].items(), key=lambda item: item[1]["accuracy_max"] - item[1]["accuracy_min"],
+                 default=None)
+    if widest:
+        lines.append(f"`{name}`: the widest phenomenon is `{widest[0]}`, "
+                     f"{_pct(widest[1]['accuracy_min'])} to {_pct(widest[1]['accuracy_max'])} across seeds.")
+    return lines
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether r=8 beats r=16 beyond the seed noise."""
@@ -159,23 +183,8 @@ def seed_study(root: Path) -> str:
                          _pct(spread["accuracy_mean"]), f"{100 * spread['accuracy_sd']:.1f}",
                          f"{_pct(spread['accuracy_min'])} to {_pct(spread['accuracy_max'])}",
                          f"{100 * gain['mean']:+.1f} [{100 * gain['ci_low']:+.1f}, {100 * gain['ci_high']:+.1f}]"])
-            by_seed, primary = s["adapter_accuracy_by_seed"], str(s["seeds"][0])
-            if config == "default" and len(by_seed) > 1:
-                better = sum(accuracy > by_seed[primary] for accuracy in by_seed.values())
-                lines.append(f"`{name}`: the committed run (train.seed {primary}, {_pct(by_seed[primary])}) ranks "
-                             f"{better + 1} of {len(by_seed)} seeds by accuracy (1 = best); a new seed should expect "
-                             f"the mean, {_pct(spread['accuracy_mean'])}.")
-            moved = s["primary_seed_transitions"]
-            if config == "default" and moved:
-                lines.append(f"`{name}`: of the default run's {moved['corrected']} corrected rows, "
-                             f"{moved['corrected_seed_dependent']} are seed-dependent (another seed gets them wrong); "
-                             f"of its {moved['regressed']} regressed rows, {moved['regressed_seed_dependent']}. "
-                             f"{s['stability']['seed-dependent']} of all rows are seed-dependent.")
-            widest = max(s["phenomena"].items(), key=lambda item: item[1]["accuracy_max"] - item[1]["accuracy_min"],
-                         default=None)
-            if config == "default" and widest:
-                lines.append(f"`{name}`: the widest phenomenon is `{widest[0]}`, "
-                             f"{_pct(widest[1]['accuracy_min'])} to {_pct(widest[1]['accuracy_max'])} across seeds.")
+            if config == "default":
+                lines += _default_run_lines(name, s)
     table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
                                     "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
     verdicts = [f"r=8 against r=16: {item['verdict']}" for item in study["comparison"] or []]
