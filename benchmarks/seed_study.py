@@ -1,13 +1,18 @@
-"""The committed seed study: how far the default run moves with the training seed, and whether r=8 beats r=16
-once that noise is counted. Every number comes from DVC experiments of this repository; nothing is typed.
+"""The committed seed study: how far the default run moves with the training seed, and whether a changed knob beats
+the default once that noise is counted. Every number comes from DVC experiments of this repository; nothing is typed.
 
     python benchmarks/seed_study.py run       # one `dvc exp run --temp` per config below, then collect
     python benchmarks/seed_study.py collect   # read the experiments through dvc.api into benchmarks/results/
 
 Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with
-train.extra_seeds (5 seeds in all), and lora.r=8 with 3 seeds. Seed 42 of the default config is the committed run
-itself, so DVC trains only the replicates (finetune_seed@<seed>); the r=8 config trains all three. About 20-25 minutes a
-seed in float32 on a 2-core AMD EPYC without AVX512-BF16. `run --only r8` runs one config; `collect` reports a config not yet run as missing.
+train.extra_seeds (5 seeds in all), and each challenger with 3 seeds: lora.r=8, and length-grouped batches
+(train.group_by_length, less padding; does the batch order cost accuracy?). Seed 42 of the default config is the
+committed run itself, so DVC trains only the replicates (finetune_seed@<seed>); a challenger trains all three. About
+15-20 minutes a seed in float32 on a 2-core AMD EPYC without AVX512-BF16. `run --only r8` runs one config.
+
+Experiments live in the local git refs (share them with `dvc exp push`). `collect` refreshes the configs whose
+experiments are here and keeps the committed entries of the others (each names its commit and machine), so the
+study can grow one config at a time; a config never run is reported as missing.
 
 Results: benchmarks/results/seed_study.json and .md, quoted by the README (python -m qlora_diff.tools.readme).
 """
@@ -29,8 +34,13 @@ RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {   # config -> `dvc exp run -S` overrides
     "default": ["train.extra_seeds=[1,2,3,4]"],
     "r8": ["lora.r=8", "train.extra_seeds=[1,2]"],
+    "grouped": ["train.group_by_length=true", "train.extra_seeds=[1,2]"],
 }
-REFERENCE, CHALLENGER = "default", "r8"   # the question: does r=8 beat r=16 (the default)?
+REFERENCE = "default"
+QUESTIONS = {   # challenger -> what comparing it with the reference asks
+    "r8": "r=8 against r=16",
+    "grouped": "length-grouped batches against random ones",
+}
 
 
 def experiment(config: str) -> str:
@@ -78,21 +88,37 @@ def config_summary(config: str, set_names: list[str]) -> dict:
     return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config], "sets": sets}
 
 
+def comparison(challenger: str, cfg) -> dict:
+    """The challenger against the reference, per evaluation set: seed-level means and the two-level CI."""
+    differences = compare_runs(read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(challenger), str(REPO)),
+                               cfg, REFERENCE, challenger)
+    return {"question": QUESTIONS[challenger], "experiments": [experiment(REFERENCE), experiment(challenger)],
+            "sets": [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
+                      "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
+                      "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
+                      "beyond_noise": d.seeds.beyond_noise, "verdict": d.verdict(REFERENCE, challenger)}
+                     for d in differences]}
+
+
+def merge(previous: dict, fresh: dict[str, dict], fresh_comparisons: dict[str, dict]) -> dict:
+    """The study file: fresh entries where this repository has the experiments, the previous file's elsewhere
+    (experiments are local refs and do not travel with a clone), and the configs in neither as missing."""
+    configs = {config: fresh.get(config) or previous.get("configs", {}).get(config) for config in CONFIGS}
+    comparisons = {challenger: fresh_comparisons.get(challenger) or previous.get("comparisons", {}).get(challenger)
+                   for challenger in QUESTIONS}
+    return {"configs": {config: entry for config, entry in configs.items() if entry},
+            "missing": [config for config, entry in configs.items() if not entry],
+            "comparisons": {challenger: entry for challenger, entry in comparisons.items() if entry}}
+
+
 def collect() -> dict:
     cfg = load_config(REPO / "params.yaml")
+    previous = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8")) if (REPO / SEED_STUDY).is_file() else {}
     present = [config for config in CONFIGS if exists(config)]
-    study = {"machine": machine(),
-             "configs": {config: config_summary(config, list(cfg.eval_sets)) for config in present},
-             "missing": [config for config in CONFIGS if config not in present], "comparison": None}
-    if REFERENCE in present and CHALLENGER in present:
-        differences = compare_runs(read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(CHALLENGER), str(REPO)),
-                                   cfg, REFERENCE, CHALLENGER)
-        study["comparison"] = [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
-                                "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
-                                "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
-                                "beyond_noise": d.seeds.beyond_noise, "verdict": d.verdict(REFERENCE, CHALLENGER)}
-                               for d in differences]
-    return study
+    fresh = {config: {**config_summary(config, list(cfg.eval_sets)), "machine": machine()} for config in present}
+    comparisons = {challenger: comparison(challenger, cfg) for challenger in QUESTIONS
+                   if REFERENCE in present and challenger in present}
+    return merge(previous, fresh, comparisons)
 
 
 def main() -> None:

@@ -1,14 +1,16 @@
 """Training speed on this machine: the finetune stage's own Trainer loop in fp32 and bf16 compute, with and without
-the shared prompt prefix, against the forward+backward ceiling of each dtype, all in one run so the ratios compare
-like with like.  Each measurement runs in its own process so peak memory is its own.
+the shared prompt prefix and with length-grouped batches, against the forward+backward ceiling of each dtype, all in
+one run so the ratios compare like with like.  Each measurement runs in its own process so peak memory is its own.
 
 - ceiling: a bare forward+backward (answer-window loss, LoRA gradients, no optimizer, no Trainer) of the full rows,
   best of STEPS batches after a warm-up: what the matmuls of one row cost at that dtype.
-- finetune: `finetune()` itself (Trainer, optimizer, logging) on the real model and rows, run twice, for WARMUP_STEPS
-  and for WARMUP_STEPS + TRAIN_STEPS steps: the difference is the steady-state rate of TRAIN_STEPS steps, without the
-  Trainer's start-up and first steps, which a 188-step stage amortises and a 12-step run does not. tokens/s counts
-  every non-padding token of a row, shared prefix included, as metrics/finetune.json does; computed tokens/s counts
-  the shared prefix once per batch, as it is computed, and is the rate to hold against the ceiling.
+- finetune: `finetune()` itself (Trainer, optimizer, logging, checkpoints) on the real model and rows, run twice,
+  for WARMUP_STEPS and for WARMUP_STEPS + one mega-batch of steps: the difference is the steady-state rate without
+  the Trainer's start-up and first steps, which a 188-step stage amortises and a short run does not. The window is
+  one mega-batch of transformers' length-grouped sampler (``train.group_by_length``), which runs each mega-batch
+  long to short, so a shorter window would time only its longest batches. tokens/s counts every non-padding token
+  of a row, shared prefix included, as metrics/finetune.json does; computed tokens/s counts the shared prefix once
+  per batch, as it is computed, and is the rate to hold against the ceiling.
 
 Run: python benchmarks/train_throughput.py [--label CLASS] [--dtypes float32,bfloat16]   (after `dvc repro prepare`; quiet machine: nothing else
 running; --label: results go to train_throughput_CLASS.{json,md}, one file per machine class)
@@ -24,8 +26,12 @@ from common import REPO, write_results
 
 STEPS = 4
 WARMUP_STEPS = 4
-TRAIN_STEPS = 12
 DTYPES = ("float32", "bfloat16")
+VARIANTS = {   # measurement -> train overrides
+    "finetune stage, unshared prefix": {"share_prefix": False, "group_by_length": False},
+    "finetune stage, shared prefix": {"share_prefix": True, "group_by_length": False},
+    "finetune stage, shared prefix, grouped by length": {"share_prefix": True, "group_by_length": True},
+}
 
 
 def ceiling(dtype: str) -> dict:
@@ -66,7 +72,53 @@ def ceiling(dtype: str) -> dict:
     return {"tokens/s": round(max(rates), 1), "peak memory GB": peak_process_memory_gb()}
 
 
-def stage(dtype: str, share_prefix: bool, steps: int) -> dict:
+def train_examples() -> tuple[list[int], list[dict]]:
+    """The shared prefix and the finetune stage's examples without it, from the prepared train rows."""
+    from common import MODEL_DIR, config
+
+    from qlora_diff.core import atomic
+    from qlora_diff.model.finetune import build_examples, split_shared_prefix
+    from qlora_diff.model.modeling import load_tokenizer
+
+    examples, _ = build_examples(config(), load_tokenizer(MODEL_DIR), atomic.read_jsonl(REPO / "data/prepared/train.jsonl"))
+    return split_shared_prefix(examples)
+
+
+def steps_per_megabatch(rows: int) -> int:
+    """Optimizer steps in one mega-batch of ``get_length_grouped_indices`` (its default: min(rows // (4 batches),
+    50) batches)."""
+    from common import config
+
+    train = config().train
+    return max(1, min(rows // (train.batch_size * 4), 50) // train.grad_accum)
+
+
+def padding_share(lengths: list[int], order: list[int], batch_size: int) -> float:
+    """Share of the computed suffix positions that are padding when rows go into batches in ``order``."""
+    real = padded = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start:start + batch_size]]
+        real, padded = real + sum(batch), padded + max(batch) * len(batch)
+    return 1 - real / padded
+
+
+def padding_notes(examples: list[dict]) -> list[str]:
+    """How much of an epoch's batches is padding in random and in length-grouped order (one seeded shuffle each)."""
+    import torch
+    from common import config
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    train = config().train
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(train.seed)).tolist()
+    grouped = get_length_grouped_indices(lengths, train.batch_size, generator=torch.Generator().manual_seed(train.seed))
+    shares = [100 * padding_share(lengths, order, train.batch_size) for order in (shuffled, grouped)]
+    return [f"padding, one epoch of the shared-prefix rows in batches of {train.batch_size}: {shares[0]:.1f}% of the "
+            f"computed positions in random order, {shares[1]:.1f}% grouped by length (transformers' "
+            "get_length_grouped_indices)"]
+
+
+def stage(dtype: str, variant: str, steps: int) -> dict:
     """The finetune stage's tokens and seconds for ``steps`` steps (model loading excluded, as in its metrics)."""
     import tempfile
     from pathlib import Path
@@ -76,7 +128,7 @@ def stage(dtype: str, share_prefix: bool, steps: int) -> dict:
     from qlora_diff.model.finetune import finetune
 
     cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},
-                 train={"max_steps": steps, "share_prefix": share_prefix, "save_steps": 25})
+                 train={"max_steps": steps, **VARIANTS[variant]})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         metrics = finetune(cfg, MODEL_DIR, REPO / "data/prepared/train.jsonl", out / "adapter", out / "m.json",
@@ -85,14 +137,14 @@ def stage(dtype: str, share_prefix: bool, steps: int) -> dict:
             "shared prefix tokens": metrics["shared_prefix_tokens"]}
 
 
-def steady_state(dtype: str, share: str) -> dict:
-    """tokens/s (counted and computed) of the TRAIN_STEPS steps after WARMUP_STEPS, from two runs of the stage."""
+def steady_state(dtype: str, variant: str, window: int) -> dict:
+    """tokens/s (counted and computed) of the ``window`` steps after WARMUP_STEPS, from two runs of the stage."""
     from common import config
 
     train = config().train
-    short, long = (child("stage", dtype, share, str(steps)) for steps in (WARMUP_STEPS, WARMUP_STEPS + TRAIN_STEPS))
+    short, long = (child("stage", dtype, variant, str(steps)) for steps in (WARMUP_STEPS, WARMUP_STEPS + window))
     tokens, seconds = long["tokens"] - short["tokens"], long["seconds"] - short["seconds"]
-    batches = TRAIN_STEPS * train.grad_accum   # the prefix runs once per batch, each row's rest once per row
+    batches = window * train.grad_accum   # the prefix runs once per batch, each row's rest once per row
     computed = tokens - long["shared prefix tokens"] * (batches * train.batch_size - batches)
     return {"tokens/s": round(tokens / seconds, 1), "computed tokens/s": round(computed / seconds, 1),
             "peak memory GB": long["peak memory GB"], "shared prefix tokens": long["shared prefix tokens"]}
@@ -107,11 +159,13 @@ def child(kind: str, *args) -> dict:
 def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         kind, args = sys.argv[2], sys.argv[3:]
-        result = ceiling(args[0]) if kind == "ceiling" else stage(args[0], args[1] == "shared", int(args[2]))
+        result = ceiling(args[0]) if kind == "ceiling" else stage(args[0], args[1], int(args[2]))
         print(json.dumps(result))
         return
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
     dtypes = sys.argv[sys.argv.index("--dtypes") + 1].split(",") if "--dtypes" in sys.argv else DTYPES
+    _, examples = train_examples()
+    window = steps_per_megabatch(len(examples))
     results = []
     for dtype in dtypes:
         top = child("ceiling", dtype)
@@ -119,23 +173,26 @@ def main() -> None:
                         "computed tokens/s": top["tokens/s"], "% of ceiling": 100.0, "shared prefix tokens": 0,
                         "peak memory GB": top["peak memory GB"]})
         print(results[-1], flush=True)
-        for share in ("unshared", "shared"):
-            run = steady_state(dtype, share)
-            results.append({"compute dtype": dtype, "measurement": f"finetune stage, {share} prefix",
+        for variant in VARIANTS:
+            run = steady_state(dtype, variant, window)
+            results.append({"compute dtype": dtype, "measurement": variant,
                             "tokens/s": run["tokens/s"], "computed tokens/s": run["computed tokens/s"],
                             "% of ceiling": round(100 * run["computed tokens/s"] / top["tokens/s"], 1),
                             "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
             print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
-    shared = "finetune stage, shared prefix"
+    unshared, shared, grouped = VARIANTS
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
              f"finetune stage: finetune() (Trainer, AdamW, logging) for {WARMUP_STEPS} and for "
-             f"{WARMUP_STEPS + TRAIN_STEPS} optimizer steps, the rate of the {TRAIN_STEPS} steps in between (model "
-             "loading, Trainer start-up and first steps excluded); tokens/s counts every non-padding token of a row, "
+             f"{WARMUP_STEPS + window} optimizer steps, the rate of the {window} steps in between (model "
+             "loading, Trainer start-up and first steps excluded; one mega-batch of the length-grouped sampler, "
+             "which runs long to short); tokens/s counts every non-padding token of a row, "
              "the shared prefix included; computed tokens/s counts the shared prefix once per batch; % of ceiling: "
              "computed tokens/s over the ceiling's",
-             *(f"{dtype}, finetune stage, shared / unshared prefix: "
-               f"{rate[dtype, shared] / rate[dtype, 'finetune stage, unshared prefix']:.2f}x" for dtype in dtypes)]
+             *(f"{dtype}, finetune stage, shared / unshared prefix: {rate[dtype, shared] / rate[dtype, unshared]:.2f}x; "
+               f"grouped by length / random order (both shared): {rate[dtype, grouped] / rate[dtype, shared]:.2f}x"
+               for dtype in dtypes),
+             *padding_notes(examples)]
     if len(dtypes) == 2:
         notes += [f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
                   f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]

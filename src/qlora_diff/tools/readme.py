@@ -170,12 +170,13 @@ def _default_run_lines(name: str, s: dict) -> list[str]:
 
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
-    run's corrected and regressed rows are seed-dependent, and whether r=8 beats r=16 beyond the seed noise."""
+    run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
+    seed noise; configs collected on different commits or machines say so."""
     path = root / SEED_STUDY
     if not path.is_file():
         return "Not run yet: `python benchmarks/seed_study.py run`."
     study = json.loads(path.read_text(encoding="utf-8"))
-    rows, lines = [], []
+    rows, lines, sources = [], [], {}
     for config, summary in study["configs"].items():
         for name, s in summary["sets"].items():
             spread, gain = s["adapter"], s["gain"]
@@ -185,13 +186,16 @@ def seed_study(root: Path) -> str:
                          f"{100 * gain['mean']:+.1f} [{100 * gain['ci_low']:+.1f}, {100 * gain['ci_high']:+.1f}]"])
             if config == "default":
                 lines += _default_run_lines(name, s)
+        source = f"commit {summary['baseline_commit'][:7]}; {_machine(summary)}"
+        sources.setdefault(source, []).append(f"`{config}`")
     table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
                                     "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
-    verdicts = [f"r=8 against r=16: {item['verdict']}" for item in study["comparison"] or []]
+    verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
+                for each in item["sets"]]
     missing = [f"Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
                for config in study["missing"]]
     return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + missing), "",
-                      _machine(study)])
+                      *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
