@@ -24,6 +24,8 @@ import sys
 
 from common import REPO, write_results
 
+from qlora_diff.core.config import TrainConfig
+
 STEPS = 4
 WARMUP_STEPS = 4
 DTYPES = ("float32", "bfloat16")
@@ -72,8 +74,8 @@ def ceiling(dtype: str) -> dict:
     return {"tokens/s": round(max(rates), 1), "peak memory GB": peak_process_memory_gb()}
 
 
-def train_examples() -> tuple[list[int], list[dict]]:
-    """The shared prefix and the finetune stage's examples without it, from the prepared train rows."""
+def train_examples() -> list[dict]:
+    """The finetune stage's examples with the shared prefix stripped, from the prepared train rows."""
     from common import MODEL_DIR, config
 
     from qlora_diff.core import atomic
@@ -81,15 +83,12 @@ def train_examples() -> tuple[list[int], list[dict]]:
     from qlora_diff.model.modeling import load_tokenizer
 
     examples, _ = build_examples(config(), load_tokenizer(MODEL_DIR), atomic.read_jsonl(REPO / "data/prepared/train.jsonl"))
-    return split_shared_prefix(examples)
+    return split_shared_prefix(examples)[1]
 
 
-def steps_per_megabatch(rows: int) -> int:
+def steps_per_megabatch(rows: int, train: TrainConfig) -> int:
     """Optimizer steps in one mega-batch of ``get_length_grouped_indices`` (its default: min(rows // (4 batches),
     50) batches)."""
-    from common import config
-
-    train = config().train
     return max(1, min(rows // (train.batch_size * 4), 50) // train.grad_accum)
 
 
@@ -102,13 +101,11 @@ def padding_share(lengths: list[int], order: list[int], batch_size: int) -> floa
     return 1 - real / padded
 
 
-def padding_notes(examples: list[dict]) -> list[str]:
+def padding_notes(examples: list[dict], train: TrainConfig) -> list[str]:
     """How much of an epoch's batches is padding in random and in length-grouped order (one seeded shuffle each)."""
     import torch
-    from common import config
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    train = config().train
     lengths = [len(ex["input_ids"]) for ex in examples]
     shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(train.seed)).tolist()
     grouped = get_length_grouped_indices(lengths, train.batch_size, generator=torch.Generator().manual_seed(train.seed))
@@ -164,8 +161,10 @@ def main() -> None:
         return
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
     dtypes = sys.argv[sys.argv.index("--dtypes") + 1].split(",") if "--dtypes" in sys.argv else DTYPES
-    _, examples = train_examples()
-    window = steps_per_megabatch(len(examples))
+    from common import config
+
+    train, examples = config().train, train_examples()
+    window = steps_per_megabatch(len(examples), train)
     results = []
     for dtype in dtypes:
         top = child("ceiling", dtype)
@@ -192,7 +191,7 @@ def main() -> None:
              *(f"{dtype}, finetune stage, shared / unshared prefix: {rate[dtype, shared] / rate[dtype, unshared]:.2f}x; "
                f"grouped by length / random order (both shared): {rate[dtype, grouped] / rate[dtype, shared]:.2f}x"
                for dtype in dtypes),
-             *padding_notes(examples)]
+             *padding_notes(examples, train)]
     if len(dtypes) == 2:
         notes += [f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
                   f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]
