@@ -12,7 +12,9 @@ committed run itself, so DVC trains only the replicates (finetune_seed@<seed>); 
 
 Experiments live in the local git refs (share them with `dvc exp push`). `collect` refreshes the configs whose
 experiments are here and keeps the committed entries of the others (each names its commit and machine), so the
-study can grow one config at a time; a config never run is reported as missing.
+study can grow one config at a time; a config never run is reported as missing. Each comparison records the commits
+of both configs' experiments; when either config is rerun elsewhere, the comparison is reported as stale (with the
+verdict it had) until its challenger is rerun beside the reference.
 
 Results: benchmarks/results/seed_study.json and .md, quoted by the README (python -m qlora_diff.tools.readme).
 """
@@ -93,6 +95,7 @@ def comparison(challenger: str, cfg) -> dict:
     differences = compare_runs(read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(challenger), str(REPO)),
                                cfg, REFERENCE, challenger)
     return {"question": QUESTIONS[challenger], "experiments": [experiment(REFERENCE), experiment(challenger)],
+            "baseline_commits": {config: baseline_commit(config) for config in (REFERENCE, challenger)},
             "sets": [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
                       "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
                       "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
@@ -100,15 +103,28 @@ def comparison(challenger: str, cfg) -> dict:
                      for d in differences]}
 
 
+def current(comparison_entry: dict, configs: dict[str, dict]) -> bool:
+    """Whether a comparison was computed from the experiments the study's config entries now describe: a config
+    rerun on another commit (say the reference, after a default changed) leaves the comparisons made against its
+    earlier experiments stale."""
+    commits = comparison_entry.get("baseline_commits", {})
+    return bool(commits) and all(configs.get(config, {}).get("baseline_commit") == commit
+                                 for config, commit in commits.items())
+
+
 def merge(previous: dict, fresh: dict[str, dict], fresh_comparisons: dict[str, dict]) -> dict:
     """The study file: fresh entries where this repository has the experiments, the previous file's elsewhere
-    (experiments are local refs and do not travel with a clone), and the configs in neither as missing."""
+    (experiments are local refs and do not travel with a clone), and the configs in neither as missing. A kept
+    comparison whose experiments are no longer the configs' entries moves to ``stale``, with its old verdict."""
     configs = {config: fresh.get(config) or previous.get("configs", {}).get(config) for config in CONFIGS}
-    comparisons = {challenger: fresh_comparisons.get(challenger) or previous.get("comparisons", {}).get(challenger)
-                   for challenger in QUESTIONS}
-    return {"configs": {config: entry for config, entry in configs.items() if entry},
-            "missing": [config for config, entry in configs.items() if not entry],
-            "comparisons": {challenger: entry for challenger, entry in comparisons.items() if entry}}
+    configs = {config: entry for config, entry in configs.items() if entry}
+    earlier = {**previous.get("stale", {}), **previous.get("comparisons", {})}
+    comparisons = {challenger: fresh_comparisons.get(challenger) or earlier.get(challenger) for challenger in QUESTIONS}
+    comparisons = {challenger: entry for challenger, entry in comparisons.items() if entry}
+    return {"configs": configs,
+            "missing": [config for config in CONFIGS if config not in configs],
+            "comparisons": {c: entry for c, entry in comparisons.items() if current(entry, configs)},
+            "stale": {c: entry for c, entry in comparisons.items() if not current(entry, configs)}}
 
 
 def collect() -> dict:

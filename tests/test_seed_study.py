@@ -1,6 +1,7 @@
 """The seed study grows one config at a time: experiments are local git refs that a clone does not carry, so
 `collect` refreshes what this repository has and keeps the committed entries of the rest, and the README block says
-which commit and machine each config came from."""
+which commit and machine each config came from; a comparison made from experiments that are no longer the configs'
+entries is reported as stale."""
 
 from __future__ import annotations
 
@@ -18,18 +19,46 @@ import seed_study as study_script  # noqa: E402
 COMMITTED = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))
 
 
+def _study(reference_commit: str, challenger_commit: str) -> dict:
+    """The committed study with its r8 comparison current: made from the default and r8 entries' experiments."""
+    study = json.loads(json.dumps(COMMITTED))
+    study["configs"]["default"]["baseline_commit"] = reference_commit
+    study["configs"]["r8"]["baseline_commit"] = challenger_commit
+    r8 = {**(study["comparisons"].get("r8") or study["stale"]["r8"]),
+          "baseline_commits": {"default": reference_commit, "r8": challenger_commit}}
+    study["comparisons"], study["stale"] = {"r8": r8}, {}
+    return study
+
+
 def test_collect_keeps_the_committed_configs_it_cannot_see_and_refreshes_the_ones_it_can():
-    fresh_default = {**COMMITTED["configs"]["default"], "baseline_commit": "f" * 40}
-    merged = study_script.merge(COMMITTED, {"default": fresh_default}, {})
-    assert merged["configs"]["default"]["baseline_commit"] == "f" * 40
-    assert merged["configs"]["r8"] == COMMITTED["configs"]["r8"]
-    assert merged["comparisons"]["r8"] == COMMITTED["comparisons"]["r8"]
+    previous = _study("a" * 40, "b" * 40)
+    fresh_r8 = {**previous["configs"]["r8"], "machine": {"cpu": "refreshed"}}
+    merged = study_script.merge(previous, {"r8": fresh_r8}, {})
+    assert merged["configs"]["r8"]["machine"] == {"cpu": "refreshed"}
+    assert merged["configs"]["default"] == previous["configs"]["default"]
+    assert merged["comparisons"]["r8"] == previous["comparisons"]["r8"] and merged["stale"] == {}
     assert [c for c in study_script.CONFIGS if c not in merged["configs"]] == merged["missing"]
+
+
+def test_a_kept_comparison_goes_stale_when_its_reference_is_rerun_and_current_when_recomputed():
+    previous = _study("a" * 40, "b" * 40)
+    rerun_default = {**previous["configs"]["default"], "baseline_commit": "f" * 40}
+    merged = study_script.merge(previous, {"default": rerun_default}, {})
+    assert "r8" not in merged["comparisons"] and merged["stale"]["r8"] == previous["comparisons"]["r8"]
+    recomputed = {**previous["comparisons"]["r8"], "baseline_commits": {"default": "f" * 40, "r8": "b" * 40}}
+    again = study_script.merge(merged, {}, {"r8": recomputed})
+    assert again["comparisons"]["r8"] == recomputed and again["stale"] == {}
+
+
+def test_a_comparison_without_recorded_commits_is_not_taken_as_current():
+    previous = _study("a" * 40, "b" * 40)
+    del previous["comparisons"]["r8"]["baseline_commits"]
+    assert list(study_script.merge(previous, {}, {})["stale"]) == ["r8"]
 
 
 def test_collect_without_a_previous_file_reports_every_unseen_config_as_missing():
     merged = study_script.merge({}, {"r8": COMMITTED["configs"]["r8"]}, {})
-    assert list(merged["configs"]) == ["r8"] and merged["comparisons"] == {}
+    assert list(merged["configs"]) == ["r8"] and merged["comparisons"] == {} == merged["stale"]
     assert merged["missing"] == [c for c in study_script.CONFIGS if c != "r8"]
 
 
@@ -37,14 +66,27 @@ def test_every_challenger_asks_a_question_against_the_reference():
     assert sorted(study_script.QUESTIONS) == sorted(c for c in study_script.CONFIGS if c != study_script.REFERENCE)
 
 
-def test_the_block_names_the_commit_and_machine_of_each_config(tmp_path):
-    study = json.loads(json.dumps(COMMITTED))
-    study["configs"]["r8"]["baseline_commit"] = "abcdef0" + "0" * 33
-    study["configs"]["r8"]["machine"] = {"cpu": "Some CPU", "native_bf16": True}
-    (tmp_path / SEED_STUDY).parent.mkdir(parents=True)
+def _block(tmp_path, study: dict) -> str:
+    (tmp_path / SEED_STUDY).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
-    block = seed_study(tmp_path)
+    return seed_study(tmp_path)
+
+
+def test_the_block_names_the_commit_and_machine_of_each_config(tmp_path):
+    study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "abcdef0" + "0" * 33)
+    study["configs"]["r8"]["machine"] = {"cpu": "Some CPU", "native_bf16": True}
+    block = _block(tmp_path, study)
     assert "`r8`: commit abcdef0; Machine: cpu Some CPU, native_bf16 True." in block
     assert f"`default`: commit {COMMITTED['configs']['default']['baseline_commit'][:7]}; Machine:" in block
-    for item in COMMITTED["comparisons"].values():
-        assert f"- {item['question']}: {item['sets'][0]['verdict']}" in block
+    for each in study["comparisons"]["r8"]["sets"]:
+        assert f"- {study['comparisons']['r8']['question']}: {each['verdict']}" in block
+
+
+def test_the_block_labels_a_stale_comparison_with_its_commits_and_how_to_refresh_it(tmp_path):
+    merged = study_script.merge(_study("a" * 40, "b" * 40),
+                                {"default": {**COMMITTED["configs"]["default"], "baseline_commit": "c" * 40}}, {})
+    block = _block(tmp_path, merged)
+    verdict = merged["stale"]["r8"]["sets"][0]["verdict"]
+    assert (f"- r=8 against r=16: stale, made from experiments at `default` aaaaaaa, `r8` bbbbbbb, no longer the "
+            f"study's entries (rerun `python benchmarks/seed_study.py run --only r8`); it said then: {verdict}") in block
+    assert f"- r=8 against r=16: {verdict}" not in block

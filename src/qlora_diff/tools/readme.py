@@ -168,10 +168,17 @@ def _default_run_lines(name: str, s: dict) -> list[str]:
     return lines
 
 
+def _commits(comparison: dict) -> str:
+    """Which commit each side of a seed-study comparison ran on: "`default` 81ffc7a, `r8` 24e7699"."""
+    return ", ".join(f"`{config}` {commit[:7]}" for config, commit in comparison.get("baseline_commits", {}).items()) \
+        or "unrecorded commits"
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
-    seed noise; configs collected on different commits or machines say so."""
+    seed noise; configs collected on different commits or machines say so, and a comparison whose experiments are no
+    longer the configs' entries is labelled stale."""
     path = root / SEED_STUDY
     if not path.is_file():
         return "Not run yet: `python benchmarks/seed_study.py run`."
@@ -192,9 +199,12 @@ def seed_study(root: Path) -> str:
                                     "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
     verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
                 for each in item["sets"]]
+    stale = [f"{item['question']}: stale, made from experiments at {_commits(item)}, no longer the study's entries "
+             f"(rerun `python benchmarks/seed_study.py run --only {challenger}`); it said then: {each['verdict']}"
+             for challenger, item in study.get("stale", {}).items() for each in item["sets"]]
     missing = [f"Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
                for config in study["missing"]]
-    return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + missing), "",
+    return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + stale + missing), "",
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
 
