@@ -27,7 +27,7 @@ import subprocess
 
 from common import REPO, machine
 
-from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run
+from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, label_shifts, read_run
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
 from qlora_diff.tools.readme import seed_study
@@ -91,16 +91,18 @@ def config_summary(config: str, set_names: list[str]) -> dict:
 
 
 def comparison(challenger: str, cfg) -> dict:
-    """The challenger against the reference, per evaluation set: seed-level means and the two-level CI."""
-    differences = compare_runs(read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(challenger), str(REPO)),
-                               cfg, REFERENCE, challenger)
+    """The challenger against the reference, per evaluation set: seed-level means and the two-level CI, and how far
+    the challenger moved the share of each predicted label."""
+    reference, challenging = read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(challenger), str(REPO))
+    differences = compare_runs(reference, challenging, cfg, REFERENCE, challenger)
     return {"question": QUESTIONS[challenger], "experiments": [experiment(REFERENCE), experiment(challenger)],
             "baseline_commits": {config: baseline_commit(config) for config in (REFERENCE, challenger)},
             "sets": [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
                       "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
                       "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
                       "beyond_noise": d.seeds.beyond_noise, "verdict": d.verdict(REFERENCE, challenger)}
-                     for d in differences]}
+                     for d in differences],
+            "label_shifts": label_shifts(reference, challenging, cfg, REFERENCE, challenger)}
 
 
 def current(comparison_entry: dict, configs: dict[str, dict]) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic import run_rows, two_run_repo
 
-from qlora_diff.analysis.runs import Run, align, compare_runs, read_run, render, seed_reference
+from qlora_diff.analysis.runs import Run, align, compare_runs, label_shifts, read_run, render, seed_reference
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import InputError
 
@@ -171,3 +171,19 @@ def test_a_single_seed_verdict_quotes_the_committed_seed_study_as_a_reference(tm
     assert ("For reference, measured for the default config and not for these runs: across 5 training seeds the "
             "adapter's accuracy on `snli` had sd 1.2 points (68.0% to 71.0%") in markdown
     assert seed_reference(tmp_path / "absent.json") == {}
+
+
+def test_a_knob_that_moves_the_label_prior_is_caught_where_accuracy_alone_would_not_say_which_label():
+    """B's seeds answer `neutral` 20 points more often (synthetic rows: wrong = neutral): the neutral and entailment
+    shares move beyond the seed noise at the Bonferroni-widened level, contradiction (never predicted) does not;
+    the same config against itself moves no share."""
+    rng = np.random.default_rng(5)
+    p_right = rng.choice([0.3, 0.7, 0.9], size=600)
+    a, b, again = seeded_runs(rng, p_right, 5), seeded_runs(rng, p_right, 3, shift=-0.2), seeded_runs(rng, p_right, 3)
+    shifts = {s["label"]: s for s in label_shifts(Run({"snli": a}), Run({"snli": b}), CFG)}
+    assert shifts["neutral"]["share_b"] - shifts["neutral"]["share_a"] == pytest.approx(0.2, abs=0.06)   # 2 sd of the seed means
+    assert shifts["neutral"]["beyond_noise"] and shifts["neutral"]["ci"][0] > 0
+    assert shifts["entailment"]["beyond_noise"] and shifts["entailment"]["ci"][1] < 0
+    assert not shifts["contradiction"]["beyond_noise"] and shifts["contradiction"]["share_b"] == 0
+    assert shifts["neutral"]["confidence"] == pytest.approx(1 - 0.05 / 3, abs=1e-4)   # 1 set x 3 labels
+    assert not any(s["beyond_noise"] for s in label_shifts(Run({"snli": a}), Run({"snli": again}), CFG))

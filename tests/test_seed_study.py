@@ -90,3 +90,17 @@ def test_the_block_labels_a_stale_comparison_with_its_commits_and_how_to_refresh
     assert (f"- r=8 against r=16: stale, made from experiments at `default` aaaaaaa, `r8` bbbbbbb, no longer the "
             f"study's entries (rerun `python benchmarks/seed_study.py run --only r8`); it said then: {verdict}") in block
     assert f"- r=8 against r=16: {verdict}" not in block
+
+
+def test_the_block_names_the_label_shares_a_challenger_moved_beyond_the_noise(tmp_path):
+    study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "b" * 40)
+    shift = {"set": "snli", "label": "neutral", "share_a": 0.25, "share_b": 0.5, "ci": [0.1, 0.4],
+             "confidence": 0.9917, "beyond_noise": True}
+    study["comparisons"]["r8"]["label_shifts"] = [shift, {**shift, "label": "entailment", "share_b": 0.26,
+                                                           "ci": [-0.1, 0.12], "beyond_noise": False}]
+    block = _block(tmp_path, study)
+    assert ("- r=8 against r=16: predicted-label shares, `r8` against the reference (means over seeds; two-level "
+            "bootstrap CIs at 99.2%, Bonferroni over 2 set x label tests): `snli` neutral 25.0% -> 50.0% (+25.0 "
+            "[+10.0, +40.0]) beyond the seed noise; the other 1 within it.") in block
+    shift["beyond_noise"] = False
+    assert "tests): every share within the seed noise." in _block(tmp_path, study)

@@ -14,6 +14,7 @@ rows, and the rows x seeds table of right/wrong answers is what everything here 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,16 @@ STABLE_CORRECT, STABLE_WRONG, SEED_DEPENDENT = "stable-correct", "stable-wrong",
 def correctness_matrix(replicates: list[list[dict]], origin: str = "replicates") -> np.ndarray:
     """Seeds x rows of 0/1 (right or wrong), rows in the first replicate's order; every replicate must hold exactly
     the same row ids."""
+    return _seed_matrix(replicates, origin, lambda row: bool(row["correct"]))
+
+
+def prediction_matrix(replicates: list[list[dict]], label: str, origin: str = "replicates") -> np.ndarray:
+    """Seeds x rows of 0/1: whether each seed predicted ``label`` for the row (rows as in ``correctness_matrix``):
+    its mean is the share of predictions with that label, the model's label prior on these rows."""
+    return _seed_matrix(replicates, origin, lambda row: row["prediction"] == label)
+
+
+def _seed_matrix(replicates: list[list[dict]], origin: str, value: Callable[[dict], bool]) -> np.ndarray:
     if not replicates:
         raise InputError(f"{origin}: no replicate to read.")
     order = [row["id"] for row in replicates[0]]
@@ -41,7 +52,7 @@ def correctness_matrix(replicates: list[list[dict]], origin: str = "replicates")
             missing = next((i for i in order if i not in by_id), None)
             raise InputError(f"{origin}: replicate {index} scored other rows than replicate 0 "
                              f"({len(rows)} vs {len(order)} rows; first missing id {missing!r}).")
-        matrix.append([bool(by_id[i]["correct"]) for i in order])
+        matrix.append([value(by_id[i]) for i in order])
     return np.array(matrix, dtype=float)
 
 

@@ -174,6 +174,20 @@ def _commits(comparison: dict) -> str:
         or "unrecorded commits"
 
 
+def _label_shift_line(challenger: str, comparison: dict) -> str:
+    """Which predicted-label shares the challenger moved beyond the seed noise, of every set x label tested."""
+    shifts = comparison["label_shifts"]
+    moved = [f"`{s['set']}` {s['label']} {_pct(s['share_a'])} -> {_pct(s['share_b'])} "
+             f"({100 * (s['share_b'] - s['share_a']):+.1f} [{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}])"
+             for s in shifts if s["beyond_noise"]]
+    head = (f"{comparison['question']}: predicted-label shares, `{challenger}` against the reference (means over "
+            f"seeds; two-level bootstrap CIs at {shifts[0]['confidence']:.1%}, Bonferroni over {len(shifts)} set x "
+            "label tests): ")
+    if not moved:
+        return head + "every share within the seed noise."
+    return head + f"{', '.join(moved)} beyond the seed noise; the other {len(shifts) - len(moved)} within it."
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
@@ -199,6 +213,8 @@ def seed_study(root: Path) -> str:
                                     "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
     verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
                 for each in item["sets"]]
+    verdicts += [_label_shift_line(challenger, item) for challenger, item in study["comparisons"].items()
+                 if item.get("label_shifts")]
     stale = [f"{item['question']}: stale, made from experiments at {_commits(item)}, no longer the study's entries "
              f"(rerun `python benchmarks/seed_study.py run --only {challenger}`); it said then: {each['verdict']}"
              for challenger, item in study.get("stale", {}).items() for each in item["sets"]]
