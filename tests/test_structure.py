@@ -270,3 +270,12 @@ def test_dvc_still_needs_the_full_path_of_a_size_param(tmp_path):
     assert repro_with(40, full_path=False) == "30", "DVC fixed #10296: drop the `.size` params from dvc.yaml"
     assert repro_with(50, full_path=True) == "50"
     assert repro_with(60, full_path=True) == "60"
+
+
+def test_the_lock_holds_only_stages_of_the_pipeline():
+    """dvc repro never prunes dvc.lock: a stage renamed or a replicate dropped (train.extra_seeds) leaves its entry,
+    which then reads as a result of the committed pipeline."""
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    locked = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    assert sorted(set(locked) - set(listed)) == []
