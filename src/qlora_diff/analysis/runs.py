@@ -152,20 +152,21 @@ def align(set_name: str, rows_a: list[dict], rows_b: list[dict], name_a: str = "
 def seed_difference(set_name: str, run_a: dict[int, list[dict]], run_b: dict[int, list[dict]], cfg: Config,
                     name_a: str, name_b: str) -> SeedDifference:
     """Every seed of both runs, rows in A's first seed's order (each replicate checked to hold the same rows)."""
-    a, b = (correctness_matrix(rows, f"eval set '{set_name}' of {name}")
-            for rows, name in _aligned_seeds(set_name, run_a, run_b, name_a, name_b))
+    rows_a, rows_b = _aligned_seeds(set_name, run_a, run_b, name_a, name_b)
+    a = correctness_matrix(rows_a, f"eval set '{set_name}' of {name_a}")
+    b = correctness_matrix(rows_b, f"eval set '{set_name}' of {name_b}")
     low, high = two_level_bootstrap_ci(a, b, cfg.report.bootstrap_samples, cfg.report.seed, cfg.report.confidence)
     return SeedDifference(seeds_a=len(a), seeds_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
                           ci_low=low, ci_high=high)
 
 
 def _aligned_seeds(set_name: str, run_a: dict[int, list[dict]], run_b: dict[int, list[dict]], name_a: str,
-                   name_b: str) -> tuple[tuple[list[list[dict]], str], tuple[list[list[dict]], str]]:
+                   name_b: str) -> tuple[list[list[dict]], list[list[dict]]]:
     """Every seed's rows of both runs in A's first seed's order, each replicate checked to hold the same rows."""
     order = next(iter(run_a.values()))
     aligned = lambda run, name: [[b for _, b in align(set_name, order, rows, name_a, f"{name} seed {seed}")]
                                  for seed, rows in run.items()]
-    return (aligned(run_a, name_a), name_a), (aligned(run_b, name_b), name_b)
+    return aligned(run_a, name_a), aligned(run_b, name_b)
 
 
 def label_shifts(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b: str = "B") -> list[dict]:
@@ -176,9 +177,10 @@ def label_shifts(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b:
     confidence = 1 - (1 - cfg.report.confidence) / tests
     shifts = []
     for set_name, seeds_a in run_a.replicates.items():
-        (rows_a, _), (rows_b, _) = _aligned_seeds(set_name, seeds_a, run_b.replicates[set_name], name_a, name_b)
+        rows_a, rows_b = _aligned_seeds(set_name, seeds_a, run_b.replicates[set_name], name_a, name_b)
         for label in cfg.data.labels:
-            a, b = (prediction_matrix(rows, label, f"eval set '{set_name}'") for rows in (rows_a, rows_b))
+            a = prediction_matrix(rows_a, label, f"eval set '{set_name}' of {name_a}")
+            b = prediction_matrix(rows_b, label, f"eval set '{set_name}' of {name_b}")
             low, high = two_level_bootstrap_ci(a, b, cfg.report.bootstrap_samples, cfg.report.seed, confidence)
             shifts.append({"set": set_name, "label": label, "share_a": round(float(a.mean()), 4),
                            "share_b": round(float(b.mean()), 4), "ci": [low, high], "confidence": round(confidence, 4),
