@@ -3,7 +3,8 @@ and 64, for the base model and the adapter, in fp32 compute (today's default) an
 against batch size 16, the largest log-probability gap (the noise floor that `report.near_tie_margin` must clear),
 and throughput, all in one run so the ratios compare like with like.
 
-Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter]   (after `dvc repro`)
+Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter] [--label CLASS]
+(after `dvc repro`; --label: results go to batch_invariance_CLASS.{json,md}, one file per machine class)
 bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample.
 Measure on a quiet machine: nothing else running.
 """
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--bf16-rows", type=int, default=200, help="rows scored in bf16 (0: skip)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="which models to score (the base model's rows only change with the base model)")
+    parser.add_argument("--label", default="", help="machine class of this run: results go to batch_invariance_LABEL")
     args = parser.parse_args()
     sizes = {"float32": len(rows(args.rows)), "bfloat16": len(rows(args.bf16_rows))}
     results = []
@@ -59,8 +61,8 @@ def main() -> None:
         if len(rate) == 2:
             notes.append(f"{name}: fp32 compute scores {rate['float32'] / rate['bfloat16']:.2f}x the examples/s of "
                          f"bf16 compute at batch size {REFERENCE}")
-    write_results("batch_invariance", "Batch invariance: predictions and log-probabilities across batch sizes",
-                  results, notes)
+    write_results("_".join(filter(None, ["batch_invariance", args.label])),
+                  "Batch invariance: predictions and log-probabilities across batch sizes", results, notes)
 
 
 if __name__ == "__main__":

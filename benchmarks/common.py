@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -93,6 +94,16 @@ def clone_repo(directory: Path, cache_dir: Path | None = None) -> tuple[Path, di
     if cache_dir is not None:
         subprocess.run(["dvc", "cache", "dir", "--local", str(cache_dir.resolve())], cwd=clone, check=True)
     return clone, env
+
+
+def copy_run(source: Path, target: Path) -> None:
+    """``target`` takes ``source``'s run: its dvc.lock and the outputs git tracks (metrics, reports, curves) are
+    copied, and `dvc checkout` fills the cached ones from the DVC cache both share."""
+    tracked = subprocess.run(["git", "ls-files", "metrics", "reports", "dvclive", "models/base.json"], cwd=source,
+                             capture_output=True, text=True, check=True).stdout.split()
+    for path in ["dvc.lock", *tracked]:
+        shutil.copyfile(source / path, target / path)
+    subprocess.run(["dvc", "checkout", "--force"], cwd=target, check=True, stdout=subprocess.DEVNULL)
 
 
 def write_results(name: str, title: str, rows_out: list[dict], notes: list[str]) -> None:

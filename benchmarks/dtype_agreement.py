@@ -1,10 +1,10 @@
 """Which results reproduce across hardware classes? `quant.compute_dtype: auto` trains in bf16 on CPUs with native
 bf16 matmuls and in fp32 elsewhere, so two machine classes train different adapters. This fine-tunes the committed
-params once more with `quant.compute_dtype=float32` on this machine (in a clone sharing this checkout's DVC cache, so
-only the fine-tune, the adapter's evaluations and their reports rerun) and compares the adapter's predictions on
-every evaluation set with this checkout's through `qlora_diff.analysis.runs` (the two-run comparison): rows whose prediction
-differs, both accuracies, the paired difference with a paired-bootstrap CI and the exact McNemar p. The base model's predictions (fp32 evaluation either way) must
-not differ at all.
+params once more with `quant.compute_dtype=float32` on this machine (in a clone that takes this checkout's run and
+shares its DVC cache, so only the fine-tune, the adapter's evaluations and their reports rerun) and compares the
+adapter's predictions on every evaluation set with this checkout's through `qlora_diff.analysis.runs` (the two-run
+comparison): rows whose prediction differs, both accuracies, the paired difference with a paired-bootstrap CI and the
+exact McNemar p. The base model's predictions (fp32 evaluation either way) must not differ at all.
 
 Run: python benchmarks/dtype_agreement.py   (after `dvc repro`, whose fine-tune must have resolved to bfloat16)
 """
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, clone_repo, config, write_results
+from common import REPO, clone_repo, config, copy_run, write_results
 
 from qlora_diff.analysis.runs import align, difference
 from qlora_diff.core import atomic
@@ -36,7 +36,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="fp32-train-") as tmp:
         clone, env = clone_repo(Path(tmp), REPO / ".dvc/cache")
-        subprocess.run(["dvc", "checkout"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+        copy_run(REPO, clone)   # this checkout's run (its dvc.lock may be uncommitted), not HEAD's
         subprocess.run(["dvc", "exp", "run", "-S", "quant.compute_dtype=float32"], cwd=clone, env=env, check=True,
                        stdout=subprocess.DEVNULL)
         fp32 = json.loads((clone / "metrics/finetune.json").read_text())

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import REPO, clone_repo, write_results
+from common import REPO, clone_repo, copy_run, write_results
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 TIMING_FIELDS = {"seconds", "examples_per_second", "prompt_tokens_per_second", "peak_memory_gb",
@@ -82,17 +81,6 @@ def timed_stages(command: list[str], cwd: Path, env: dict) -> tuple[float, dict[
     return end - start, {name: round(stop - begin, 1) for (name, begin), stop in zip(marks, stops)}
 
 
-def restore_workspace(clone: Path) -> None:
-    """This checkout gets the clone's results: dvc.lock and the outputs git tracks (metrics, reports, curves) are
-    copied, and `dvc checkout` fills the cached ones from the shared cache, so the fine-tune runs once, not twice
-    (DVC's run-cache never restores its `persist` outputs)."""
-    tracked = subprocess.run(["git", "ls-files", "metrics", "reports", "dvclive", "models/base.json"], cwd=clone,
-                             capture_output=True, text=True, check=True).stdout.split()
-    for path in ["dvc.lock", *tracked]:
-        shutil.copyfile(clone / path, REPO / path)
-    subprocess.run(["dvc", "checkout", "--force"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache-dir", type=Path, help="an empty DVC cache for the clone to fill and keep")
@@ -110,7 +98,7 @@ def main() -> None:
         wall, stages = timed_stages(["dvc", "repro"], clone, env)
         differing = irreproducible_outputs(clone)
         if args.cache_dir is not None:
-            restore_workspace(clone)
+            copy_run(clone, REPO)   # the fine-tune runs once, not twice: the run-cache never restores persist outputs
         rows = [{"run": "dvc repro (fresh clone, empty cache)", "step": stage, "seconds": seconds}
                 for stage, seconds in stages.items()]
         rows.append({"run": "dvc repro (fresh clone, empty cache)", "step": "all stages (wall)", "seconds": round(wall, 1)})

@@ -22,6 +22,7 @@ from qlora_diff.model.finetune import (
     attach_lora,
     build_examples,
     finetune,
+    run_fingerprint,
     split_shared_prefix,
 )
 from qlora_diff.model.modeling import (
@@ -123,6 +124,35 @@ def test_shared_prefix_is_found_for_any_system_prompt_and_template(tiny_model_di
     assert prefix.startswith("<|im_start|>system\nDecide.<|im_end|>\n<|im_start|>user\nH:") and "Premise" not in prefix
     assert shared_loss == pytest.approx(loss, rel=1e-5)
     assert (shared_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
+
+
+@pytest.fixture(scope="module")
+def real_model_dir(tmp_path_factory) -> Path:
+    """The embedded SmolLM2-135M, converted as the base_model stage converts it (default params)."""
+    from qlora_diff.model.base_model import build_base_model
+
+    directory = tmp_path_factory.mktemp("real")
+    build_base_model(parse_config({}), directory / "base", directory / "base.json")
+    return directory / "base"
+
+
+# Measured on the real model (2-core AMD EPYC with AVX512-BF16, 16 SNLI rows): fp32 loss relative gap 1.5e-7,
+# largest LoRA-gradient gap 1.1e-6 of the largest gradient; bf16 1.2e-3 and 1.2e-2 (the prefix runs at batch 1, and
+# bf16 rounds by shape). The bounds leave ~10x room for other CPUs' kernels; a prefix cache that dropped or misplaced
+# the prefix would move the loss by whole units.
+@pytest.mark.slow
+@pytest.mark.parametrize("compute_dtype, loss_rel, grad_rel", [("float32", 1e-5, 1e-4), ("bfloat16", 1e-2, 0.1)])
+def test_shared_prefix_training_equals_unshared_on_the_real_model(real_model_dir, compute_dtype, loss_rel, grad_rel):
+    cfg = parse_config({"quant": {"compute_dtype": compute_dtype}, "runtime": {"device": "cpu"}})
+    model = attach_lora(cfg, load_causal_lm(real_model_dir, cfg, CPU))
+    (loss, grads), (shared_loss, shared_grads), prefix = shared_and_unshared(cfg, real_model_dir, model, count=16)
+    assert prefix.startswith(f"<|im_start|>system\n{cfg.prompt.system}") and "Premise:" in prefix
+    assert shared_loss == pytest.approx(loss, rel=loss_rel)
+    gap = ((shared_grads - grads).abs().max() / grads.abs().max()).item()
+    cosine = torch.nn.functional.cosine_similarity(shared_grads.double(), grads.double(), dim=0).item()
+    print(f"{compute_dtype}: loss {loss:.6f} vs {shared_loss:.6f}, largest gradient gap {gap:.2e} of the largest, "
+          f"cosine {cosine:.6f}")
+    assert gap <= grad_rel and cosine > 0.99
 
 
 def lora_pair(tiny_model_dir, compute_dtype: str):
@@ -297,6 +327,27 @@ def test_checkpoints_of_other_params_are_not_resumed(prepared):
     (checkpoint / "fingerprint.json").write_text(json.dumps({"fingerprint": "another run"}))
     metrics = run_finetune(prepared, "models/fresh")
     assert metrics["resumed_from_checkpoint"] is False and metrics["steps"] == 6
+
+
+def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resumed(prepared, monkeypatch):
+    """A checkpoint left by a machine of the other class (say, a shared workspace) must not be continued in this
+    class's dtype: the fingerprint holds the resolved dtype, not the word ``auto``."""
+    from qlora_diff.core import runtime
+
+    params = tiny_params(quant={"compute_dtype": "auto"}, train={"max_steps": 2, "save_steps": 1})
+    (prepared / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    bf16 = run_finetune(prepared, "models/bf16")
+    assert bf16["compute_dtype"] == "bfloat16"
+    checkpoint = prepared / "checkpoints/finetune"
+    (checkpoint / "checkpoint-1").mkdir(parents=True)   # as if the bf16 run had been cut off after a save
+    (checkpoint / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (checkpoint / "fingerprint.json").write_text(json.dumps(
+        {"fingerprint": run_fingerprint(load_config(prepared / "params.yaml"), prepared / "data/prepared/train.jsonl",
+                                        prepared / "models/base", "bfloat16")}))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
+    fp32 = run_finetune(prepared, "models/fp32")
+    assert fp32["compute_dtype"] == "float32" and fp32["resumed_from_checkpoint"] is False and fp32["steps"] == 2
 
 
 def test_target_modules_typo_stops_before_the_model_loads(prepared, monkeypatch):
