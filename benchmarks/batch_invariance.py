@@ -61,8 +61,8 @@ def main() -> None:
         if len(rate) == 2:
             notes.append(f"{name}: fp32 compute scores {rate['float32'] / rate['bfloat16']:.2f}x the examples/s of "
                          f"bf16 compute at batch size {REFERENCE}")
-    write_results("_".join(filter(None, ["batch_invariance", args.label])),
-                  "Batch invariance: predictions and log-probabilities across batch sizes", results, notes)
+    write_results("batch_invariance", "Batch invariance: predictions and log-probabilities across batch sizes",
+                  results, notes, args.label)
 
 
 if __name__ == "__main__":

@@ -106,9 +106,11 @@ def copy_run(source: Path, target: Path) -> None:
     subprocess.run(["dvc", "checkout", "--force"], cwd=target, check=True, stdout=subprocess.DEVNULL)
 
 
-def write_results(name: str, title: str, rows_out: list[dict], notes: list[str]) -> None:
-    """benchmarks/results/<name>.json and .md, committed so the README can quote them."""
+def write_results(name: str, title: str, rows_out: list[dict], notes: list[str], label: str = "") -> None:
+    """benchmarks/results/<name>.json and .md (<name>_<label> with a machine-class ``label``: one file per class),
+    committed so the README can quote them."""
     out = REPO / "benchmarks" / "results"
+    name = f"{name}_{label}" if label else name
     atomic.write_json(out / f"{name}.json", {"machine": machine(), "results": rows_out, "notes": notes})
     table = tabulate([list(r.values()) for r in rows_out], headers=list(rows_out[0]), tablefmt="github")
     atomic.write_text(out / f"{name}.md", f"# {title}\n\n{table}\n\nMachine: {machine()}\n\n"

@@ -113,7 +113,7 @@ def main() -> None:
              f"outputs rebuilt with the committed content (dvc.lock hashes; metrics JSON without timing fields; "
              f"Markdown reports, which quote timings, not compared): "
              f"{'all' if not differing else 'not ' + ', '.join(differing)}"]
-    write_results("_".join(filter(None, ["repro_fresh_clone", args.label])), "dvc repro in a fresh clone", rows, notes)
+    write_results("repro_fresh_clone", "dvc repro in a fresh clone", rows, notes, args.label)
     if differing:
         sys.exit(f"the fresh clone rebuilt different outputs: {', '.join(differing)}")
 

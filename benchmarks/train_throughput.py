@@ -197,7 +197,8 @@ def main() -> None:
                   f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]
     notes += ["bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
              "and fp32 is faster, which is what quant.compute_dtype: auto picks (runtime.resolve_compute_dtype)"]
-    write_results("_".join(filter(None, ["train_throughput", label])), "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
+    write_results("train_throughput", "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes,
+                  label)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import bitsandbytes as bnb
 import pytest
 import torch
 import yaml
-from conftest import prepare_all, snli_rows, tiny_params
+from conftest import XEON_WITHOUT_BF16, ZEN4, prepare_all, snli_rows, tiny_params
 
 from qlora_diff.core.config import load_config, parse_config
 from qlora_diff.core.errors import ConfigError
@@ -336,7 +336,7 @@ def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resum
 
     params = tiny_params(quant={"compute_dtype": "auto"}, train={"max_steps": 2, "save_steps": 1})
     (prepared / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: ZEN4)
     bf16 = run_finetune(prepared, "models/bf16")
     assert bf16["compute_dtype"] == "bfloat16"
     checkpoint = prepared / "checkpoints/finetune"
@@ -345,7 +345,7 @@ def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resum
     (checkpoint / "fingerprint.json").write_text(json.dumps(
         {"fingerprint": run_fingerprint(load_config(prepared / "params.yaml"), prepared / "data/prepared/train.jsonl",
                                         prepared / "models/base", "bfloat16")}))
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     fp32 = run_finetune(prepared, "models/fp32")
     assert fp32["compute_dtype"] == "float32" and fp32["resumed_from_checkpoint"] is False and fp32["steps"] == 2
 

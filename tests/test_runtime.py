@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import XEON_WITHOUT_BF16, ZEN4, tiny_params
 
 from qlora_diff.core import runtime
 from qlora_diff.core.config import parse_config
@@ -13,9 +13,7 @@ from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_causal_lm
 
 CPU = torch.device("cpu")
-ZEN4 = {"avx2", "avx512f", "avx512_bf16"}
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "amx_bf16", "amx_tile"}
-XEON_WITHOUT_BF16 = {"avx2", "avx512f", "avx512_vnni"}
 
 
 @pytest.mark.parametrize("flags, expected", [(ZEN4, "bfloat16"), (SAPPHIRE_RAPIDS, "bfloat16"),
