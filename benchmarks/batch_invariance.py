@@ -1,7 +1,8 @@
 """Does a row's prediction depend on what else is in its batch? Every eval row scored at eval.batch_size 1, 7, 16
-and 64, for the base model and the adapter, in fp32 compute (today's default) and bf16 (the default before): flips
-against batch size 16, the largest log-probability gap (the noise floor that `report.near_tie_margin` must clear),
-and throughput, all in one run so the ratios compare like with like.
+and 64, for the base model and the adapter, in fp32 and bf16 compute (`eval.compute_dtype: auto` picks bf16 where
+it is native): flips against batch size 16, the largest log-probability gap (0 when batches hold prompts of one
+length, as `label_logprobs` builds them; `report.near_tie_margin` must clear it), and throughput, all in one run so
+the ratios compare like with like.
 
 Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter] [--label CLASS]
 (after `dvc repro`; --label: results go to batch_invariance_CLASS.{json,md}, one file per machine class)
@@ -15,7 +16,7 @@ import argparse
 
 from common import ADAPTER_DIR, rows, score, write_results
 
-BATCH_SIZES = (16, 1, 7, 64)  # 16 (today's eval.batch_size) first: the reference
+BATCH_SIZES = (16, 1, 7, 64)  # 16 first: the reference (64 is the default eval.batch_size)
 REFERENCE = 16
 MODELS = {"base": None, "adapter": ADAPTER_DIR}
 

@@ -68,11 +68,11 @@ def tiny_params(**overrides) -> dict:
     params = {
         "data": {"train_size": 48},
         "eval_sets": {"snli": {"source": "bundled", "size": 24}},
-        "quant": {"compute_dtype": "float32"},
+        "quant": {"compute_dtype": "float32"},     # both pinned: tests pin numbers on every machine class
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 2, "learning_rate": 0.005,
                   "warmup_ratio": 0.0},
-        "eval": {"batch_size": 8},
+        "eval": {"batch_size": 8, "compute_dtype": "float32"},
         "report": {"bootstrap_samples": 200},
         "runtime": {"device": "cpu"},
     }

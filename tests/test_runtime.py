@@ -48,13 +48,16 @@ def test_cpu_flags_are_read_from_proc_cpuinfo():
     assert set(first) <= runtime.cpu_flags() and "fpu" in runtime.cpu_flags()
 
 
-def test_finetune_follows_the_hardware_and_evaluation_keeps_float32(monkeypatch, tiny_model_dir):
+def test_finetune_and_evaluation_follow_the_hardware_unless_pinned(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(runtime, "cpu_flags", lambda: ZEN4)
-    cfg = parse_config(tiny_params(quant={"compute_dtype": "auto"}))  # eval.compute_dtype: float32 by default
-    assert cfg.eval.compute_dtype == "float32"
+    cfg = parse_config(tiny_params(quant={"compute_dtype": "auto"}, eval={"compute_dtype": "auto"}))
+    assert parse_config({}).eval.compute_dtype == "auto"
     trained = load_causal_lm(tiny_model_dir, cfg, CPU)
     evaluated, resolved = load_for_eval(cfg, tiny_model_dir, None)
     assert trained.get_input_embeddings().weight.dtype == torch.bfloat16
-    assert evaluated.get_input_embeddings().weight.dtype == torch.float32 and resolved == "float32"
+    assert evaluated.get_input_embeddings().weight.dtype == torch.bfloat16 and resolved == "bfloat16"
+    pinned, resolved = load_for_eval(parse_config(tiny_params(eval={"compute_dtype": "float32"})), tiny_model_dir, None)
+    assert pinned.get_input_embeddings().weight.dtype == torch.float32 and resolved == "float32"
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32
+    assert load_for_eval(cfg, tiny_model_dir, None)[1] == "float32"

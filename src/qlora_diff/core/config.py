@@ -169,10 +169,10 @@ class EvalConfig:
     remove the label prior first (see calibration.py). Every rule's prediction is recorded either way."""
 
     method: Literal["loglik", "generate"] = "loglik"
-    batch_size: int = field(default=16, metadata=_range(1))
+    batch_size: int = field(default=64, metadata=_range(1))  # loglik: changes speed only (one-length batches)
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
     calibration: Literal["none", "contextual", "batch"] = "none"
-    compute_dtype: Literal["auto", "bfloat16", "float32"] = "float32"  # fp32: batch-invariant predictions
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # as quant.compute_dtype; loglik is batch-invariant in each
     content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
 
 

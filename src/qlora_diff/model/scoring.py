@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from qlora_diff.core.errors import OutOfMemory
 from qlora_diff.core.progress import show_progress
 from qlora_diff.data.prompts import shared_prefix
-from qlora_diff.model.padding import attention_mask, left_pad, position_ids
+from qlora_diff.model.padding import attention_mask, left_pad
 
 T = TypeVar("T")
 
@@ -81,25 +82,32 @@ class _AnswerTree:
         return (self.label[:, None] == self.label[None, :]) & (self.step[None, :] <= self.step[:, None])
 
 
-def _attention_bias(mask: torch.Tensor, prefix_len: int, tree: _AnswerTree, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, 1, W + C, prefix + W + C) additive mask: causal over the left-padded prompts, tree over the answers.
-
-    Padding rows see themselves so that no row is fully masked (their outputs are never read).
-    """
-    batch, width = mask.shape
+def _attention_bias(batch: int, width: int, prefix_len: int, tree: _AnswerTree, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, W + C, prefix + W + C) additive mask of unpadded prompts of width W: every token sees the prefix,
+    prompt tokens are causal, answer-block tokens see the whole prompt and their own label's earlier tokens."""
+    device = tree.ids.device
     blocks = len(tree.ids)
-    keys = mask.bool()[:, None, :]                                            # (batch, 1, W)
-    causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
-    prompt_rows = (keys & causal) | torch.eye(width, dtype=torch.bool, device=mask.device)
-    answer_rows = keys.expand(batch, blocks, width)
     allowed = torch.cat([
-        torch.ones(batch, width + blocks, prefix_len, dtype=torch.bool, device=mask.device),
-        torch.cat([prompt_rows, answer_rows], 1),
-        torch.cat([torch.zeros(batch, width, blocks, dtype=torch.bool, device=mask.device),
-                   tree.visible().expand(batch, blocks, blocks)], 1),
-    ], 2)
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return bias[:, None]
+        torch.ones(width + blocks, prefix_len, dtype=torch.bool, device=device),
+        torch.cat([torch.ones(width, width, dtype=torch.bool, device=device).tril(),
+                   torch.ones(blocks, width, dtype=torch.bool, device=device)]),
+        torch.cat([torch.zeros(width, blocks, dtype=torch.bool, device=device), tree.visible()]),
+    ], 1)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return bias.expand(batch, 1, -1, -1)
+
+
+def same_length_batches(encoded: Sequence[list[int]], size: int) -> Iterator[list[int]]:
+    """Indices of ``encoded`` in batches of at most ``size`` sequences of one length, shortest first, then in
+    input order.
+
+    No batch is padded, so a row runs the same computation whatever shares its batch: its log-probabilities do
+    not depend on ``eval.batch_size`` at all (bitwise on CPU in fp32 and bf16, tests/test_scoring.py and
+    benchmarks/batch_invariance.py), where padding to the batch's longest row moved bf16 log-probs by up to 1 nat.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    for _, same_length in itertools.groupby(order, key=lambda i: len(encoded[i])):
+        yield from batches(list(same_length), size)
 
 
 @_guard_memory
@@ -115,8 +123,8 @@ def label_logprobs(
     """Summed log-probability of every label's full answer after each encoded prompt, in input order.
 
     One forward pass per batch scores all labels (see ``_AnswerTree``). The prefix that every
-    prompt shares (``shared_prefix``) runs once and is reused from a KV cache. Prompts are
-    batched by length (left-padded, explicit position ids) to cut padding.
+    prompt shares (``shared_prefix``) runs once and is reused from a KV cache. A batch holds prompts of
+    one length only (``same_length_batches``), so no row is padded and none depends on the batch size.
     """
     device = next(model.parameters()).device
     dtype = model.get_input_embeddings().weight.dtype
@@ -124,21 +132,19 @@ def label_logprobs(
     prefix_cache = None
     if prefix:
         prefix_cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).cache
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     tree = _AnswerTree.build(answers, device)
     results: list[list[float]] = [[] for _ in encoded]
-    for batch in tqdm(list(batches(order, batch_size)), desc="scoring", disable=not show_progress()):
-        ids, mask = padded_batch([encoded[i][len(prefix):] for i in batch], tokenizer.pad_token_id, device)
+    for batch in tqdm(list(same_length_batches(encoded, batch_size)), desc="scoring", disable=not show_progress()):
+        ids = torch.tensor([encoded[i][len(prefix):] for i in batch], device=device)
         width = ids.shape[1]
-        lengths = mask.sum(-1, keepdim=True)
-        positions = torch.cat([position_ids(mask), lengths + tree.step], 1) + len(prefix)
+        positions = torch.cat([torch.arange(width, device=device), width + tree.step]) + len(prefix)
         cache = None
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(batch))
         out = model(input_ids=torch.cat([ids, tree.ids.expand(len(batch), -1)], 1),
-                    attention_mask=_attention_bias(mask, len(prefix), tree, dtype), position_ids=positions,
-                    cache=cache, use_cache=cache is not None,
+                    attention_mask=_attention_bias(len(batch), width, len(prefix), tree, dtype),
+                    position_ids=positions.expand(len(batch), -1), cache=cache, use_cache=cache is not None,
                     logits_to_keep=torch.arange(width - 1, width + len(tree.ids), device=device))
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)                  # (batch, 1 + C, vocab)
         totals = logprobs[:, 0, tree.first]
