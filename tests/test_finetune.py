@@ -25,6 +25,7 @@ from qlora_diff.model.finetune import (
     run_fingerprint,
     split_shared_prefix,
 )
+from qlora_diff.model.unpadded import tokenwise_modules
 from qlora_diff.model.modeling import (
     check_target_modules,
     count_parameters,
@@ -76,12 +77,14 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
     assert too_narrow.item() != pytest.approx(expected.item(), rel=1e-3), "a window that drops answer tokens"
 
 
-def loss_and_lora_grads(model, batch, window: int, prefix: list[int]) -> tuple[float, torch.Tensor]:
+def loss_and_lora_grads(model, batch, window: int, prefix: list[int], skip_padding: bool = False
+                        ) -> tuple[float, torch.Tensor]:
     """The training loss of one collated batch and the LoRA gradients it gives, all flattened into one vector."""
     model.train()
     model.zero_grad()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    loss = answer_window_loss(answer_window_forward(model, inputs, window, prefix).logits[:, :-1], batch["labels"])
+    outputs = answer_window_forward(model, inputs, window, prefix, skip_padding)
+    loss = answer_window_loss(outputs.logits[:, :-1], batch["labels"])
     loss.backward()
     grads = [p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
     return loss.item(), torch.cat(grads)
@@ -124,6 +127,39 @@ def test_shared_prefix_is_found_for_any_system_prompt_and_template(tiny_model_di
     assert prefix.startswith("<|im_start|>system\nDecide.<|im_end|>\n<|im_start|>user\nH:") and "Premise" not in prefix
     assert shared_loss == pytest.approx(loss, rel=1e-5)
     assert (shared_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
+
+
+@pytest.mark.parametrize("load_in_4bit", [True, False])
+@pytest.mark.parametrize("share", [False, True])
+def test_skipping_padding_equals_the_padded_loss_and_lora_gradients(tiny_model_dir, load_in_4bit, share):
+    cfg = parse_config(tiny_params(quant={"load_in_4bit": load_in_4bit}))
+    model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+            for r in snli_rows("validation", 6)]
+    examples, _ = build_examples(cfg, tokenizer, rows)
+    prefix, examples = split_shared_prefix(examples) if share else ([], examples)
+    batch = LeftPadCollator(tokenizer.pad_token_id, len(prefix))(examples)
+    real = int(batch["attention_mask"][:, len(prefix):].sum())
+    assert real < batch["input_ids"].numel(), "the batch must hold padding"
+    window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    seen = []
+    probe = model.get_submodule("base_model.model.model.layers.0.mlp.down_proj").register_forward_hook(
+        lambda module, args, out: seen.append(tuple(args[0].shape)))
+    loss, grads = loss_and_lora_grads(model, batch, window, prefix)
+    skipped_loss, skipped_grads = loss_and_lora_grads(model, batch, window, prefix, skip_padding=True)
+    probe.remove()
+    batch_calls = [shape[:-1] for shape in seen if shape[0] != 1]  # not the shared prefix's pass
+    assert batch_calls == [tuple(batch["input_ids"].shape), (real,)], "the MLP must skip the padding"
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in tokenwise_modules(model))
+    # fp32 throughout: only the order of float sums over tokens differs (the LoRA weight gradients)
+    assert skipped_loss == pytest.approx(loss, rel=1e-5)
+    assert grads.abs().max() > 0
+    assert (skipped_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
 
 
 @pytest.fixture(scope="module")

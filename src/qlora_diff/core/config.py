@@ -161,6 +161,7 @@ class TrainConfig:
     save_steps: int = field(default=25, metadata=_range(1))
     num_processes: int = field(default=1, metadata=_range(1))
     share_prefix: bool = True  # run the prompt prefix every row shares once per batch (one process, no checkpointing)
+    skip_padding: bool = True  # projections and MLP run on real tokens only (no gradient checkpointing)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from qlora_diff.core.runtime import (
 from qlora_diff.data.prompts import answer_token_ids, shared_prefix
 from qlora_diff.model.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.model.padding import attention_mask, left_pad, position_ids
+from qlora_diff.model.unpadded import on_real_tokens
 
 IGNORE_INDEX = -100
 FINGERPRINT_FILE = "fingerprint.json"
@@ -65,6 +66,11 @@ def shares_prefix(cfg: Config) -> bool:
     """Shared-prefix training needs one process (DDP allows one forward per backward) and a KV cache
     (gradient checkpointing turns caching off)."""
     return cfg.train.share_prefix and cfg.train.num_processes == 1 and not cfg.train.gradient_checkpointing
+
+
+def skips_padding(cfg: Config) -> bool:
+    """Gradient checkpointing recomputes the forward in backward, outside the hooks that skip the padding."""
+    return cfg.train.skip_padding and not cfg.train.gradient_checkpointing
 
 
 def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
@@ -182,12 +188,16 @@ def prefix_kv_cache(model: torch.nn.Module, prefix: list[int], batch_size: int):
 
 
 def answer_window_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor], answer_window: int,
-                          prefix: list[int]):
+                          prefix: list[int], skip_padding: bool = False):
     """The model's output with logits for the last ``answer_window + 1`` positions of a :class:`LeftPadCollator`
-    batch (no labels); with a ``prefix`` the batch holds the rows after it and the prefix runs once."""
+    batch (no labels); with a ``prefix`` the batch holds the rows after it and the prefix runs once; with
+    ``skip_padding`` the token-wise layers run on real tokens only (:mod:`qlora_diff.model.unpadded`)."""
     if prefix:
         inputs = {**inputs, "cache": prefix_kv_cache(model, prefix, len(inputs["input_ids"])), "use_cache": True}
-    return model(**inputs, logits_to_keep=answer_window + 1)
+    if not skip_padding:
+        return model(**inputs, logits_to_keep=answer_window + 1)
+    with on_real_tokens(model, inputs["attention_mask"][:, -inputs["input_ids"].shape[1]:]):
+        return model(**inputs, logits_to_keep=answer_window + 1)
 
 
 class AnswerOnlyTrainer(Trainer):
@@ -200,14 +210,16 @@ class AnswerOnlyTrainer(Trainer):
     ``num_processes`` factor below undoes, as ``Trainer.compute_loss`` does.
     """
 
-    def __init__(self, *args, answer_window: int, prefix: list[int] | None = None, **kwargs):
+    def __init__(self, *args, answer_window: int, prefix: list[int] | None = None, skip_padding: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.answer_window = answer_window
         self.prefix = prefix or []
+        self.skip_padding = skip_padding
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        outputs = answer_window_forward(model, inputs, self.answer_window, self.prefix)
+        outputs = answer_window_forward(model, inputs, self.answer_window, self.prefix, self.skip_padding)
         loss = answer_window_loss(outputs.logits[:, :-1], labels, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes
@@ -331,6 +343,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
         callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process and live_dir is not None else [],
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
         prefix=prefix,
+        skip_padding=skips_padding(cfg),
     )
     clock = Stopwatch()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
