@@ -198,8 +198,9 @@ def test_shared_prefix_training_equals_unshared_on_the_real_model(real_model_dir
     assert gap <= grad_rel and cosine > 0.99
 
 
-# Measured on the real model (2-core AMD EPYC with AVX512-BF16, 16 SNLI rows, shared prefix): see the printed gaps;
-# bounds as for the shared prefix above.
+# Measured on the real model (2-core AMD EPYC with AVX512-BF16, 16 SNLI rows, shared prefix): the loss is equal to 6
+# decimals in both dtypes; largest LoRA-gradient gap 4.5e-7 (fp32) and 4.0e-3 (bf16) of the largest gradient (only
+# the LoRA weight gradients' sums over tokens change order). Bounds as for the shared prefix above.
 @pytest.mark.slow
 @pytest.mark.parametrize("compute_dtype, loss_rel, grad_rel", [("float32", 1e-5, 1e-4), ("bfloat16", 1e-2, 0.1)])
 def test_skipping_padding_equals_the_padded_computation_on_the_real_model(real_model_dir, compute_dtype, loss_rel,

@@ -11,7 +11,7 @@ from conftest import REPO
 
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
-from qlora_diff.tools.readme import BLOCK, RENDERERS, pages, render_readme, seed_study
+from qlora_diff.tools.readme import BLOCK, RENDERERS, moved_since_study, pages, render_readme, seed_study
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 EXPERIMENTS = (REPO / "docs" / "experiments.md").read_text(encoding="utf-8")
@@ -55,28 +55,50 @@ def test_a_stale_number_is_caught(tmp_path):
     assert render_readme(stale, REPO) != stale
 
 
+def study_of_the_committed_run(tmp_path) -> dict:
+    """The committed seed study in ``tmp_path``, beside the committed metrics, its train.seed replicate made equal to
+    them (as after `seed_study.py run` on this commit)."""
+    study = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))
+    for name, s in study["configs"]["default"]["sets"].items():
+        for model in ("base", "adapter"):
+            target = tmp_path / paths.eval_metrics(name, model)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text((REPO / paths.eval_metrics(name, model)).read_text(encoding="utf-8"), encoding="utf-8")
+        s["base_accuracy"] = json.loads((REPO / paths.eval_metrics(name, "base")).read_text())["accuracy"]
+        s["adapter_accuracy_by_seed"][str(s["seeds"][0])] = json.loads(
+            (REPO / paths.eval_metrics(name, "adapter")).read_text())["accuracy"]
+    return study
+
+
+def write_study(tmp_path, study: dict) -> None:
+    (tmp_path / SEED_STUDY).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
+
+
 def test_the_seed_study_block_ranks_the_committed_run_among_its_seeds(tmp_path):
     """The committed run's headline is one seed's: the block says where it falls among the study's seeds."""
-    study = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))
+    study = study_of_the_committed_run(tmp_path)
     snli = study["configs"]["default"]["sets"]["snli"]
-    snli["adapter_accuracy_by_seed"] = {str(seed): 0.6 + 0.01 * rank for rank, seed in enumerate(snli["seeds"])}
-    (tmp_path / SEED_STUDY).parent.mkdir(parents=True)
-    (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
+    primary = snli["adapter_accuracy_by_seed"][str(snli["seeds"][0])]
+    for rank, seed in enumerate(snli["seeds"][1:]):
+        snli["adapter_accuracy_by_seed"][str(seed)] = primary + 0.01 * (rank + 1)
+    write_study(tmp_path, study)
     block = seed_study(tmp_path)
-    assert f"`snli`: the committed run (train.seed {snli['seeds'][0]}, 60.0%) ranks 5 of 5 seeds" in block
-    assert "`challenge`: the committed run" in block and "`r8`" in block
+    assert f"`snli`: the committed run (train.seed {snli['seeds'][0]}, {100 * primary:.1f}%) ranks 5 of 5 seeds" in block
+    assert "`challenge`: the committed run" in block and "`r8`" in block and "Stale" not in block
 
 
-def test_the_seed_study_is_of_the_committed_run():
-    """The study's train.seed replicate of the default config is the committed run: same base and adapter accuracy
-    on every set, or the README would quote a study of another pipeline."""
-    study = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))["configs"]["default"]
-    for name, measured in study["sets"].items():
-        base = json.loads((REPO / paths.eval_metrics(name, "base")).read_text(encoding="utf-8"))
-        adapter = json.loads((REPO / paths.eval_metrics(name, "adapter")).read_text(encoding="utf-8"))
-        rerun = f"`{name}` moved since the seed study: python benchmarks/seed_study.py run"
-        assert measured["base_accuracy"] == base["accuracy"], rerun
-        assert measured["adapter_accuracy_by_seed"][str(measured["seeds"][0])] == adapter["accuracy"], rerun
+def test_a_study_of_another_pipeline_is_labelled_stale_and_says_nothing_of_the_committed_run(tmp_path):
+    """When the committed accuracy is not the study's train.seed replicate, the block must not call any seed "the
+    committed run" and says the study is stale; the README's block is checked against the committed files."""
+    study = study_of_the_committed_run(tmp_path)
+    study["configs"]["default"]["sets"]["snli"]["adapter_accuracy_by_seed"]["42"] += 0.001
+    write_study(tmp_path, study)
+    block = seed_study(tmp_path)
+    assert "**Stale: this study is of an earlier pipeline.** The committed run's accuracy on `snli` is not" in block
+    assert "the committed run (train.seed" not in block
+    committed = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))["configs"]["default"]
+    assert ("Stale: this study" in seed_study(REPO)) == bool(moved_since_study(REPO, committed))
 
 
 def test_unknown_block_is_an_error():

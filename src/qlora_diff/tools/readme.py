@@ -188,6 +188,19 @@ def _label_shift_line(challenger: str, comparison: dict) -> str:
     return head + f"{', '.join(moved)} beyond the seed noise; the other {len(shifts) - len(moved)} within it."
 
 
+def moved_since_study(root: Path, default: dict) -> list[str]:
+    """The sets whose committed base or train.seed adapter accuracy is not the seed study's: then the study is of
+    an earlier pipeline (another dtype, kernel or code), and what it says of "the committed run" would be false."""
+    moved = []
+    for name, s in default["sets"].items():
+        base, adapter = (root / paths.eval_metrics(name, model) for model in ("base", "adapter"))
+        committed = [json.loads(p.read_text(encoding="utf-8"))["accuracy"] if p.is_file() else None
+                     for p in (base, adapter)]
+        if committed != [s["base_accuracy"], s["adapter_accuracy_by_seed"][str(s["seeds"][0])]]:
+            moved.append(name)
+    return moved
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
@@ -197,6 +210,7 @@ def seed_study(root: Path) -> str:
     if not path.is_file():
         return "Not run yet: `python benchmarks/seed_study.py run`."
     study = json.loads(path.read_text(encoding="utf-8"))
+    moved = moved_since_study(root, study["configs"]["default"])
     rows, lines, sources = [], [], {}
     for config, summary in study["configs"].items():
         for name, s in summary["sets"].items():
@@ -205,7 +219,7 @@ def seed_study(root: Path) -> str:
                          _pct(spread["accuracy_mean"]), f"{100 * spread['accuracy_sd']:.1f}",
                          f"{_pct(spread['accuracy_min'])} to {_pct(spread['accuracy_max'])}",
                          f"{100 * gain['mean']:+.1f} [{100 * gain['ci_low']:+.1f}, {100 * gain['ci_high']:+.1f}]"])
-            if config == "default":
+            if config == "default" and not moved:
                 lines += _default_run_lines(name, s)
         source = f"commit {summary['baseline_commit'][:7]}; {_machine(summary)}"
         sources.setdefault(source, []).append(f"`{config}`")
@@ -220,6 +234,12 @@ def seed_study(root: Path) -> str:
              for challenger, item in study.get("stale", {}).items() for each in item["sets"]]
     missing = [f"Not run yet: `{config}` (`python benchmarks/seed_study.py run --only {config}`)."
                for config in study["missing"]]
+    if moved:
+        missing.insert(0, f"**Stale: this study is of an earlier pipeline.** The committed run's accuracy on "
+                          f"{', '.join(f'`{name}`' for name in moved)} is not the study's train.seed replicate (another "
+                          "compute dtype or code made it), so the spreads above are that pipeline's seed noise, a "
+                          "guide to this one's but not a measurement of it (rerun: `python benchmarks/seed_study.py "
+                          "run`).")
     return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + stale + missing), "",
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
