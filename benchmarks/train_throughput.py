@@ -4,7 +4,9 @@ one run so the ratios compare like with like.  Each measurement runs in its own 
 
 - ceiling: a bare forward+backward (answer-window loss, LoRA gradients, no optimizer, no Trainer) of the full rows,
   padded, best of STEPS batches after a warm-up: what the matmuls of one row cost at that dtype. Skipping the
-  padding (`train.skip_padding`) computes fewer positions than the ceiling does, so it may pass 100%.
+  padding (`train.skip_padding`) computes fewer positions than the ceiling does, so it may pass 100%. It loads
+  the model as the stages do, so with `quant.dequantize: auto` on CPU its 4-bit weights are dequantized once; the
+  last variant shows what bitsandbytes' dequantizing in every forward and backward costs the stage.
 - finetune: `finetune()` itself (Trainer, optimizer, logging, checkpoints) on the real model and rows, run twice,
   for WARMUP_STEPS and for WARMUP_STEPS + one mega-batch of steps: the difference is the steady-state rate without
   the Trainer's start-up and first steps, which a 188-step stage amortises and a short run does not. The window is
@@ -30,13 +32,17 @@ from qlora_diff.core.config import TrainConfig
 STEPS = 4
 WARMUP_STEPS = 4
 DTYPES = ("float32", "bfloat16")
-VARIANTS = {   # measurement -> train overrides
-    "finetune stage, unshared prefix": {"share_prefix": False, "group_by_length": False, "skip_padding": False},
-    "finetune stage, shared prefix": {"share_prefix": True, "group_by_length": False, "skip_padding": False},
-    "finetune stage, shared prefix, padding skipped (default)": {"share_prefix": True, "group_by_length": False,
-                                                                 "skip_padding": True},
-    "finetune stage, shared prefix, grouped by length": {"share_prefix": True, "group_by_length": True,
-                                                         "skip_padding": False},
+DEFAULT_TRAIN = {"share_prefix": True, "group_by_length": False, "skip_padding": True}
+VARIANTS = {   # measurement -> params overrides, by section
+    "finetune stage, unshared prefix": {"train": {"share_prefix": False, "group_by_length": False,
+                                                  "skip_padding": False}},
+    "finetune stage, shared prefix": {"train": {"share_prefix": True, "group_by_length": False,
+                                                "skip_padding": False}},
+    "finetune stage, shared prefix, padding skipped (default)": {"train": DEFAULT_TRAIN},
+    "finetune stage, shared prefix, grouped by length": {"train": {"share_prefix": True, "group_by_length": True,
+                                                                   "skip_padding": False}},
+    "finetune stage, default but dequantized every forward": {"train": DEFAULT_TRAIN,
+                                                              "quant": {"dequantize": "every_forward"}},
 }
 
 
@@ -128,8 +134,9 @@ def stage(dtype: str, variant: str, steps: int) -> dict:
 
     from qlora_diff.model.finetune import finetune
 
-    cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},
-                 train={"max_steps": steps, **VARIANTS[variant]})
+    overrides = VARIANTS[variant]
+    cfg = config(quant={"compute_dtype": dtype, **overrides.get("quant", {})}, runtime={"device": "cpu"},
+                 train={"max_steps": steps, **overrides["train"]})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         metrics = finetune(cfg, MODEL_DIR, REPO / "data/prepared/train.jsonl", out / "adapter", out / "m.json",
@@ -184,7 +191,7 @@ def main() -> None:
                             "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
             print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
-    unshared, shared, skipped, grouped = VARIANTS
+    unshared, shared, skipped, grouped, every_forward = VARIANTS
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
              f"finetune stage: finetune() (Trainer, AdamW, logging) for {WARMUP_STEPS} and for "
              f"{WARMUP_STEPS + window} optimizer steps, the rate of the {window} steps in between (model "
@@ -194,7 +201,9 @@ def main() -> None:
              "computed tokens/s over the ceiling's",
              *(f"{dtype}, finetune stage, shared / unshared prefix: {rate[dtype, shared] / rate[dtype, unshared]:.2f}x; "
                f"padding skipped / padded (both shared): {rate[dtype, skipped] / rate[dtype, shared]:.2f}x; "
-               f"grouped by length / random order (both shared, padded): {rate[dtype, grouped] / rate[dtype, shared]:.2f}x"
+               f"grouped by length / random order (both shared, padded): {rate[dtype, grouped] / rate[dtype, shared]:.2f}x; "
+               f"4-bit weights dequantized once / every forward (quant.dequantize, both default otherwise): "
+               f"{rate[dtype, skipped] / rate[dtype, every_forward]:.2f}x"
                for dtype in dtypes),
              *padding_notes(examples, train)]
     if len(dtypes) == 2:

@@ -56,6 +56,7 @@ BAD_PARAMS = [
     ({"data": {"source": "s3"}}, ["'data.source'", "'bundled'"]),
     ({"quant": {"quant_type": "int3"}}, ["'quant.quant_type'", "'nf4'", "'fp4'"]),
     ({"quant": {"compute_dtype": "float16"}}, ["'quant.compute_dtype'", "'bfloat16'"]),
+    ({"quant": {"dequantize": "always"}}, ["'quant.dequantize'", "'every_forward'"]),
     ({"eval": {"method": "vibes"}}, ["'eval.method'", "'loglik'", "'generate'"]),
     ({"runtime": {"device": "tpu"}}, ["'runtime.device'", "'cuda'"]),
     ({"model": {"source": "gguf"}}, ["'model.path'", ".gguf"]),

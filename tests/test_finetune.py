@@ -214,9 +214,9 @@ def test_skipping_padding_equals_the_padded_computation_on_the_real_model(real_m
     assert gap <= grad_rel
 
 
-def lora_pair(tiny_model_dir, compute_dtype: str):
+def lora_pair(tiny_model_dir, compute_dtype: str, dequantize: str = "auto"):
     """(4-bit LoRA model, fp32 LoRA model holding the dequantized weights), same LoRA values."""
-    cfg = parse_config(tiny_params(quant={"compute_dtype": compute_dtype}))
+    cfg = parse_config(tiny_params(quant={"compute_dtype": compute_dtype, "dequantize": dequantize}))
     quantized = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
     reference_cfg = parse_config(tiny_params(quant={"load_in_4bit": False, "compute_dtype": "float32"}))
     reference = attach_lora(reference_cfg, load_causal_lm(tiny_model_dir, reference_cfg, CPU))
@@ -246,9 +246,11 @@ def eval_pass(model, batch) -> torch.Tensor:
                      position_ids=batch["position_ids"]).logits.float()
 
 
+@pytest.mark.parametrize("dequantize", ["once", "every_forward"])
 @pytest.mark.parametrize("compute_dtype, min_cosine", [("float32", 0.999), ("bfloat16", 0.99)])
-def test_4bit_lora_gradients_match_dequantized_reference_after_eval(tiny_model_dir, compute_dtype, min_cosine):
-    cfg, quantized, reference = lora_pair(tiny_model_dir, compute_dtype)
+def test_4bit_lora_gradients_match_dequantized_reference_after_eval(tiny_model_dir, compute_dtype, min_cosine,
+                                                                     dequantize):
+    cfg, quantized, reference = lora_pair(tiny_model_dir, compute_dtype, dequantize)
     batch = real_batch(cfg, load_tokenizer(tiny_model_dir))
     eval_pass(quantized, batch)  # the pass that used to repack weights into the inference-only layout
     got, want = lora_grads(quantized, batch), lora_grads(reference, batch)
@@ -275,12 +277,13 @@ def min_cosine(got: dict, want: dict) -> float:
 
 
 def test_the_gradient_check_catches_the_repack_bug(tiny_model_dir):
-    """Without the fix, on a CPU where bitsandbytes repacks, the same check must fail (so it has teeth)."""
+    """Without the fix, on a CPU where bitsandbytes repacks, the same check must fail (so it has teeth). Only
+    bitsandbytes' own forward repacks: ``quant.dequantize: every_forward``."""
     from bitsandbytes.functional import has_avx512bf16
 
     if not has_avx512bf16():
         pytest.skip("this CPU has no AVX512-BF16, so bitsandbytes never repacks")
-    cfg, quantized, reference = lora_pair(tiny_model_dir, "float32")
+    cfg, quantized, reference = lora_pair(tiny_model_dir, "float32", "every_forward")
     layers = [m for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit)]
     for layer in layers:
         layer.support_avx512bf16_for_cpu = True
@@ -295,6 +298,35 @@ def test_the_gradient_check_catches_the_repack_bug(tiny_model_dir):
     assert not any(getattr(l.weight.quant_state, "packing_format_for_cpu", False) for l in layers)
     fixed = min_cosine(lora_grads(quantized, batch), want)
     assert broken < 0.99 <= fixed, (broken, fixed)
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_dequantizing_once_gives_bitwise_the_bitsandbytes_loss_gradients_and_logits(tiny_model_dir, compute_dtype,
+                                                                                     monkeypatch):
+    """``quant.dequantize: once`` is a speed choice only: the same loss, LoRA gradients and logits, bit for bit,
+    and bitsandbytes' per-matmul dequantizing path is really left out."""
+    models = {}
+    for mode in ("every_forward", "once"):
+        cfg = parse_config(tiny_params(quant={"compute_dtype": compute_dtype, "dequantize": mode}))
+        models[mode] = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+        with torch.no_grad():
+            for name, param in models[mode].named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.linspace(-0.05, 0.05, param.numel()).view_as(param))
+    batch = real_batch(cfg, load_tokenizer(tiny_model_dir))
+    want_grads, want_logits = lora_grads(models["every_forward"], batch), eval_pass(models["every_forward"], batch)
+
+    def no_bitsandbytes_matmul(*args, **kwargs):
+        raise AssertionError("a 4-bit layer dequantized its weight again")
+
+    monkeypatch.setattr(bnb, "matmul_4bit", no_bitsandbytes_matmul)
+    got_grads, got_logits = lora_grads(models["once"], batch), eval_pass(models["once"], batch)
+    assert len(want_grads) > 0 and all(want_grads[name].abs().max() > 0 for name in want_grads)
+    for name in want_grads:
+        assert torch.equal(got_grads[name], want_grads[name]), name
+    assert torch.equal(got_logits, want_logits)
+    layer = next(m for m in models["once"].modules() if isinstance(m, bnb.nn.Linear4bit))
+    assert layer.dequantized_weight.dtype == getattr(torch, compute_dtype)
 
 
 def test_parameter_counts_match_an_independent_count(tiny_model_dir):

@@ -8,7 +8,7 @@ from conftest import XEON_WITHOUT_BF16, ZEN4, tiny_params
 
 from qlora_diff.core import runtime
 from qlora_diff.core.config import parse_config
-from qlora_diff.core.runtime import resolve_compute_dtype
+from qlora_diff.core.runtime import dequantizes_once, resolve_compute_dtype
 from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_causal_lm
 
@@ -61,3 +61,10 @@ def test_finetune_and_evaluation_follow_the_hardware_unless_pinned(monkeypatch, 
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32
     assert load_for_eval(cfg, tiny_model_dir, None)[1] == "float32"
+
+
+@pytest.mark.parametrize("requested, device, once", [
+    ("auto", "cpu", True), ("auto", "cuda", False), ("once", "cuda", True), ("every_forward", "cpu", False)])
+def test_frozen_4bit_weights_are_dequantized_once_on_cpu_by_default(requested, device, once):
+    assert parse_config({}).quant.dequantize == "auto"
+    assert dequantizes_once(requested, torch.device(device)) is once

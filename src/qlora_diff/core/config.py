@@ -123,12 +123,15 @@ class PromptConfig:
 @dataclass(frozen=True)
 class QuantConfig:
     """bitsandbytes 4-bit loading, shared by fine-tuning and both evaluations. ``compute_dtype`` is the
-    fine-tune's; ``auto`` resolves per machine (runtime.resolve_compute_dtype). Evaluation has its own."""
+    fine-tune's; ``auto`` resolves per machine (runtime.resolve_compute_dtype). Evaluation has its own.
+    ``dequantize``: when the frozen 4-bit weights are dequantized (runtime.dequantizes_once); results are the
+    same either way, only speed and memory differ."""
 
     load_in_4bit: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
     compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dequantize: Literal["auto", "once", "every_forward"] = "auto"
 
 
 @dataclass(frozen=True)

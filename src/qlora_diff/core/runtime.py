@@ -48,6 +48,13 @@ def resolve_compute_dtype(requested: str, device: torch.device) -> str:
     return "bfloat16" if native_bf16(device) else "float32"
 
 
+def dequantizes_once(requested: str, device: torch.device) -> bool:
+    """``quant.dequantize``: ``once`` keeps every frozen 4-bit weight dequantized in memory, ``every_forward``
+    leaves bitsandbytes to dequantize it in each matmul; ``auto`` -> once on CPU (where RAM is plentiful and
+    dequantizing is a tenth of a training step), every forward on accelerators (where 4-bit memory is the point)."""
+    return requested == "once" or (requested == "auto" and device.type == "cpu")
+
+
 def configure_threads(cfg: Config) -> None:
     if cfg.runtime.threads > 0:
         torch.set_num_threads(cfg.runtime.threads)

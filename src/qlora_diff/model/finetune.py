@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -194,9 +195,8 @@ def answer_window_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor
     ``skip_padding`` the token-wise layers run on real tokens only (:mod:`qlora_diff.model.unpadded`)."""
     if prefix:
         inputs = {**inputs, "cache": prefix_kv_cache(model, prefix, len(inputs["input_ids"])), "use_cache": True}
-    if not skip_padding:
-        return model(**inputs, logits_to_keep=answer_window + 1)
-    with on_real_tokens(model, inputs["attention_mask"][:, -inputs["input_ids"].shape[1]:]):
+    real_tokens = inputs["attention_mask"][:, -inputs["input_ids"].shape[1]:]
+    with on_real_tokens(model, real_tokens) if skip_padding else nullcontext():
         return model(**inputs, logits_to_keep=answer_window + 1)
 
 

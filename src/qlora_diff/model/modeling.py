@@ -6,6 +6,7 @@ quantization, dtype, device and the bitsandbytes CPU fix all live here.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from qlora_diff.core.config import Config
 from qlora_diff.core.errors import ConfigError, ModelFileError
-from qlora_diff.core.runtime import resolve_compute_dtype
+from qlora_diff.core.runtime import dequantizes_once, resolve_compute_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -106,6 +107,37 @@ def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
     return touched
 
 
+def _linear_on_dequantized(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``Linear4bit.forward`` on the kept dequantized weight: the input in the compute dtype, the output back in
+    the input's dtype, as bitsandbytes does."""
+    weight = module.dequantized_weight
+    bias = None if module.bias is None else module.bias.to(weight.dtype)
+    return torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
+
+def dequantize_once(model: torch.nn.Module) -> int:
+    """Dequantize every 4-bit weight once and run its layer on that copy (``quant.dequantize``).
+
+    bitsandbytes dequantizes a ``Linear4bit`` weight in every forward and again in every backward; the base
+    weights are frozen, so on CPU that is repeated work, a tenth of a bf16 training step here
+    (benchmarks/train_throughput.py). The copy is what bitsandbytes computes each time, so outputs and LoRA
+    gradients are bitwise the same (tests/test_finetune.py), at 2 (bf16) or 4 (fp32) bytes per parameter
+    instead of 0.5. A plain attribute, not a buffer: DDP would broadcast a buffer every step. Returns the number
+    of layers changed.
+    """
+    import bitsandbytes as bnb
+
+    touched = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            state = module.weight.quant_state
+            module.dequantized_weight = bnb.functional.dequantize_4bit(module.weight.data, state).to(
+                module.compute_dtype or state.dtype)
+            module.forward = partial(_linear_on_dequantized, module)
+            touched += 1
+    return touched
+
+
 def flatten_output_projection(model: torch.nn.Module) -> None:
     """Run the LM head as one 2-D matmul over all positions.
 
@@ -149,6 +181,8 @@ def load_causal_lm(model_dir: str | Path, cfg: Config, device: torch.device, com
                              f"{str(exc)[:300]}); the file may be truncated or corrupted, rerun `dvc repro -f base_model`.") from exc
     if quantization is not None:
         disable_cpu_inference_repack(model)
+        if dequantizes_once(cfg.quant.dequantize, device):
+            dequantize_once(model)
     flatten_output_projection(model)
     return model
 

@@ -29,16 +29,17 @@ def on_real_tokens(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]
     ``keep``'s (batch, width) shape runs on the ``keep`` positions only; other calls (the shared prefix) are
     untouched."""
     rows = keep.flatten().nonzero().squeeze(1)   # flat indices of the real tokens, found once per batch
+    gathered: dict[torch.nn.Module, torch.Size] = {}   # module -> the (batch, width) its input had
 
     def gather(module, args):
         hidden = args[0]
         if hidden.shape[:2] != keep.shape:
             return None
-        module._scatter_to = hidden.shape[:2]
+        gathered[module] = hidden.shape[:2]
         return (hidden.flatten(0, 1).index_select(0, rows), *args[1:])
 
     def scatter(module, args, output):
-        shape = module.__dict__.pop("_scatter_to", None)
+        shape = gathered.pop(module, None)
         if shape is None:
             return None
         return output.new_zeros(shape.numel(), output.shape[-1]).index_copy(0, rows, output).view(*shape, -1)
