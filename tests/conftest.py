@@ -81,6 +81,16 @@ def tiny_params(**overrides) -> dict:
     return params
 
 
+def seed_study_block(root: Path, study: dict) -> str:
+    """The README's seed-study block for ``study``, written as ``root``'s committed study file."""
+    from qlora_diff.analysis.runs import SEED_STUDY
+    from qlora_diff.tools.readme import seed_study
+
+    (root / SEED_STUDY).parent.mkdir(parents=True, exist_ok=True)
+    (root / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
+    return seed_study(root)
+
+
 def prepare_all(project: Path) -> None:
     """The prepare stage and every eval set's prepare_eval stage, in process, for ``project/params.yaml``."""
     from qlora_diff.core.config import load_config

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from conftest import REPO
+from conftest import REPO, seed_study_block
 
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
@@ -70,11 +70,6 @@ def study_of_the_committed_run(tmp_path) -> dict:
     return study
 
 
-def write_study(tmp_path, study: dict) -> None:
-    (tmp_path / SEED_STUDY).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
-
-
 def test_the_seed_study_block_ranks_the_committed_run_among_its_seeds(tmp_path):
     """The committed run's headline is one seed's: the block says where it falls among the study's seeds."""
     study = study_of_the_committed_run(tmp_path)
@@ -82,8 +77,7 @@ def test_the_seed_study_block_ranks_the_committed_run_among_its_seeds(tmp_path):
     primary = snli["adapter_accuracy_by_seed"][str(snli["seeds"][0])]
     for rank, seed in enumerate(snli["seeds"][1:]):
         snli["adapter_accuracy_by_seed"][str(seed)] = primary + 0.01 * (rank + 1)
-    write_study(tmp_path, study)
-    block = seed_study(tmp_path)
+    block = seed_study_block(tmp_path, study)
     assert f"`snli`: the committed run (train.seed {snli['seeds'][0]}, {100 * primary:.1f}%) ranks 5 of 5 seeds" in block
     assert "`challenge`: the committed run" in block and "`r8`" in block and "Stale" not in block
 
@@ -93,8 +87,7 @@ def test_a_study_of_another_pipeline_is_labelled_stale_and_says_nothing_of_the_c
     committed run" and says the study is stale; the README's block is checked against the committed files."""
     study = study_of_the_committed_run(tmp_path)
     study["configs"]["default"]["sets"]["snli"]["adapter_accuracy_by_seed"]["42"] += 0.001
-    write_study(tmp_path, study)
-    block = seed_study(tmp_path)
+    block = seed_study_block(tmp_path, study)
     assert "**Stale: this study is of an earlier pipeline.** The committed run's accuracy on `snli` is not" in block
     assert "the committed run (train.seed" not in block
     committed = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8"))["configs"]["default"]

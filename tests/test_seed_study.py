@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import REPO
+from conftest import REPO, seed_study_block
 
 from qlora_diff.analysis.runs import SEED_STUDY
-from qlora_diff.tools.readme import seed_study
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import seed_study as study_script  # noqa: E402
@@ -66,16 +65,10 @@ def test_every_challenger_asks_a_question_against_the_reference():
     assert sorted(study_script.QUESTIONS) == sorted(c for c in study_script.CONFIGS if c != study_script.REFERENCE)
 
 
-def _block(tmp_path, study: dict) -> str:
-    (tmp_path / SEED_STUDY).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / SEED_STUDY).write_text(json.dumps(study), encoding="utf-8")
-    return seed_study(tmp_path)
-
-
 def test_the_block_names_the_commit_and_machine_of_each_config(tmp_path):
     study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "abcdef0" + "0" * 33)
     study["configs"]["r8"]["machine"] = {"cpu": "Some CPU", "native_bf16": True}
-    block = _block(tmp_path, study)
+    block = seed_study_block(tmp_path, study)
     assert "`r8`: commit abcdef0; Machine: cpu Some CPU, native_bf16 True." in block
     assert f"`default`: commit {COMMITTED['configs']['default']['baseline_commit'][:7]}; Machine:" in block
     for each in study["comparisons"]["r8"]["sets"]:
@@ -85,7 +78,7 @@ def test_the_block_names_the_commit_and_machine_of_each_config(tmp_path):
 def test_the_block_labels_a_stale_comparison_with_its_commits_and_how_to_refresh_it(tmp_path):
     merged = study_script.merge(_study("a" * 40, "b" * 40),
                                 {"default": {**COMMITTED["configs"]["default"], "baseline_commit": "c" * 40}}, {})
-    block = _block(tmp_path, merged)
+    block = seed_study_block(tmp_path, merged)
     verdict = merged["stale"]["r8"]["sets"][0]["verdict"]
     assert (f"- r=8 against r=16: stale, made from experiments at `default` aaaaaaa, `r8` bbbbbbb, no longer the "
             f"study's entries (rerun `python benchmarks/seed_study.py run --only r8`); it said then: {verdict}") in block
@@ -98,9 +91,9 @@ def test_the_block_names_the_label_shares_a_challenger_moved_beyond_the_noise(tm
              "confidence": 0.9917, "beyond_noise": True}
     study["comparisons"]["r8"]["label_shifts"] = [shift, {**shift, "label": "entailment", "share_b": 0.26,
                                                            "ci": [-0.1, 0.12], "beyond_noise": False}]
-    block = _block(tmp_path, study)
+    block = seed_study_block(tmp_path, study)
     assert ("- r=8 against r=16: predicted-label shares, `r8` against the reference (means over seeds; two-level "
             "bootstrap CIs at 99.2%, Bonferroni over 2 set x label tests): `snli` neutral 25.0% -> 50.0% (+25.0 "
             "[+10.0, +40.0]) beyond the seed noise; the other 1 within it.") in block
     shift["beyond_noise"] = False
-    assert "tests): every share within the seed noise." in _block(tmp_path, study)
+    assert "tests): every share within the seed noise." in seed_study_block(tmp_path, study)
