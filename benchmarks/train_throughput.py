@@ -43,6 +43,8 @@ VARIANTS = {   # measurement -> params overrides, by section
                                                                    "skip_padding": False}},
     "finetune stage, default but dequantized every forward": {"train": DEFAULT_TRAIN,
                                                               "quant": {"dequantize": "every_forward"}},
+    "finetune stage, default but float32 frozen weights and SDPA": {"train": {**DEFAULT_TRAIN, "upcast_frozen": True,
+                                                                              "attention": "sdpa"}},
 }
 
 
@@ -191,7 +193,7 @@ def main() -> None:
                             "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
             print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
-    unshared, shared, skipped, grouped, every_forward = VARIANTS
+    unshared, shared, skipped, grouped, every_forward, upcast_sdpa = VARIANTS
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
              f"finetune stage: finetune() (Trainer, AdamW, logging) for {WARMUP_STEPS} and for "
              f"{WARMUP_STEPS + window} optimizer steps, the rate of the {window} steps in between (model "
@@ -203,7 +205,9 @@ def main() -> None:
                f"padding skipped / padded (both shared): {rate[dtype, skipped] / rate[dtype, shared]:.2f}x; "
                f"grouped by length / random order (both shared, padded): {rate[dtype, grouped] / rate[dtype, shared]:.2f}x; "
                f"4-bit weights dequantized once / every forward (quant.dequantize, both default otherwise): "
-               f"{rate[dtype, skipped] / rate[dtype, every_forward]:.2f}x"
+               f"{rate[dtype, skipped] / rate[dtype, every_forward]:.2f}x; frozen weights in the compute dtype with "
+               f"eager attention / float32 frozen weights with SDPA (train.upcast_frozen, train.attention, both "
+               f"default otherwise): {rate[dtype, skipped] / rate[dtype, upcast_sdpa]:.2f}x"
                for dtype in dtypes),
              *padding_notes(examples, train)]
     if len(dtypes) == 2:

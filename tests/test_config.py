@@ -57,6 +57,7 @@ BAD_PARAMS = [
     ({"quant": {"quant_type": "int3"}}, ["'quant.quant_type'", "'nf4'", "'fp4'"]),
     ({"quant": {"compute_dtype": "float16"}}, ["'quant.compute_dtype'", "'bfloat16'"]),
     ({"quant": {"dequantize": "always"}}, ["'quant.dequantize'", "'every_forward'"]),
+    ({"train": {"attention": "flash"}}, ["'train.attention'", "'eager'", "'sdpa'"]),
     ({"eval": {"method": "vibes"}}, ["'eval.method'", "'loglik'", "'generate'"]),
     ({"runtime": {"device": "tpu"}}, ["'runtime.device'", "'cuda'"]),
     ({"model": {"source": "gguf"}}, ["'model.path'", ".gguf"]),

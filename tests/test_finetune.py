@@ -129,6 +129,41 @@ def test_shared_prefix_is_found_for_any_system_prompt_and_template(tiny_model_di
     assert (shared_grads - grads).abs().max() <= 1e-5 * grads.abs().max()
 
 
+@pytest.mark.parametrize("upcast, frozen", [(False, torch.bfloat16), (True, torch.float32)])
+def test_frozen_weights_train_in_the_compute_dtype_unless_upcast(tiny_model_dir, upcast, frozen):
+    cfg = parse_config(tiny_params(quant={"compute_dtype": "bfloat16"}, train={"upcast_frozen": upcast}))
+    model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+    float_params = {name: param for name, param in model.named_parameters() if param.is_floating_point()}
+    lora = {name for name in float_params if "lora_" in name}
+    assert lora and {float_params[name].dtype for name in lora} == {torch.float32}
+    frozen_dtypes = {float_params[name].dtype for name in set(float_params) - lora}
+    assert frozen_dtypes == {frozen}, "embeddings and norms: the compute dtype unless train.upcast_frozen"
+    assert not any(param.requires_grad for name, param in float_params.items() if name not in lora)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
+    with torch.no_grad():
+        for name in lora:
+            if "lora_B" in name:
+                float_params[name].normal_(0, 0.05)
+    loss, grads = loss_and_lora_grads(model, real_batch(cfg, tokenizer), window, [])
+    assert torch.isfinite(grads).all() and grads.abs().max() > 0 and loss > 0
+
+
+def test_eager_attention_equals_sdpa_loss_and_lora_gradients(tiny_model_dir):
+    """Eager attention (the CPU default) must read the same left-padding and shared-prefix mask as SDPA."""
+    results = {}
+    for attention in ("eager", "sdpa"):
+        cfg = parse_config(tiny_params(train={"attention": attention}))
+        model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
+        assert model.config._attn_implementation == attention
+        results[attention] = padded_and_skipped(cfg, tiny_model_dir, model, 6, share=True)[1]
+    (loss, grads), (sdpa_loss, sdpa_grads) = results["eager"], results["sdpa"]
+    # fp32 throughout: the two kernels differ only in the order of float sums
+    assert loss == pytest.approx(sdpa_loss, rel=1e-5)
+    assert sdpa_grads.abs().max() > 0
+    assert (grads - sdpa_grads).abs().max() <= 1e-5 * sdpa_grads.abs().max()
+
+
 def padded_and_skipped(cfg, model_dir, model, count: int, share: bool):
     """(loss, LoRA gradients) of one batch with padding computed and with it skipped, after checking that the MLP
     saw the padded batch, then its real tokens only, and that no hook is left behind."""

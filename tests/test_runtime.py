@@ -8,7 +8,7 @@ from conftest import XEON_WITHOUT_BF16, ZEN4, tiny_params
 
 from qlora_diff.core import runtime
 from qlora_diff.core.config import parse_config
-from qlora_diff.core.runtime import dequantizes_once, resolve_compute_dtype
+from qlora_diff.core.runtime import dequantizes_once, resolve_attention, resolve_compute_dtype
 from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_causal_lm
 
@@ -68,3 +68,10 @@ def test_finetune_and_evaluation_follow_the_hardware_unless_pinned(monkeypatch, 
 def test_frozen_4bit_weights_are_dequantized_once_on_cpu_by_default(requested, device, once):
     assert parse_config({}).quant.dequantize == "auto"
     assert dequantizes_once(requested, torch.device(device)) is once
+
+
+@pytest.mark.parametrize("requested, device, resolved", [
+    ("auto", "cpu", "eager"), ("auto", "cuda", "sdpa"), ("sdpa", "cpu", "sdpa"), ("eager", "cuda", "eager")])
+def test_training_attention_is_eager_on_cpu_and_sdpa_on_gpus_by_default(requested, device, resolved):
+    assert parse_config({}).train.attention == "auto"
+    assert resolve_attention(requested, torch.device(device)) == resolved

@@ -165,6 +165,8 @@ class TrainConfig:
     num_processes: int = field(default=1, metadata=_range(1))
     share_prefix: bool = True  # run the prompt prefix every row shares once per batch (one process, no checkpointing)
     skip_padding: bool = True  # projections and MLP run on real tokens only (no gradient checkpointing)
+    upcast_frozen: bool = False  # true: peft's float32 embeddings and norms; false: the compute dtype, as evaluation
+    attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU, sdpa elsewhere (runtime.resolve_attention)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,15 @@ def dequantizes_once(requested: str, device: torch.device) -> bool:
     return requested == "once" or (requested == "auto" and device.type == "cpu")
 
 
+def resolve_attention(requested: str, device: torch.device) -> str:
+    """``train.attention``: ``auto`` -> ``eager`` on CPU, where the training rows are short and eager attention is
+    faster than SDPA's CPU kernel (1.25x a bf16 step with the frozen weights in bf16), ``sdpa`` elsewhere (fused
+    GPU kernels); others unchanged."""
+    if requested != "auto":
+        return requested
+    return "eager" if device.type == "cpu" else "sdpa"
+
+
 def configure_threads(cfg: Config) -> None:
     if cfg.runtime.threads > 0:
         torch.set_num_threads(cfg.runtime.threads)
