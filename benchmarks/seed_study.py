@@ -5,10 +5,12 @@ the default once that noise is counted. Every number comes from DVC experiments 
     python benchmarks/seed_study.py collect   # read the experiments through dvc.api into benchmarks/results/
 
 Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with
-train.extra_seeds (5 seeds in all), and each challenger with 3 seeds: lora.r=8, and length-grouped batches
-(train.group_by_length, less padding; does the batch order cost accuracy?). Seed 42 of the default config is the
-committed run itself, so DVC trains only the replicates (finetune_seed@<seed>); a challenger trains all three. About
-15-20 minutes a seed in float32 on a 2-core AMD EPYC without AVX512-BF16. `run --only r8` runs one config.
+train.extra_seeds (5 seeds in all), and challengers with 3 seeds each: lora.r=8, and length-grouped batches
+(train.group_by_length, less padding; does the batch order cost accuracy?); and with 5 seeds, peft's float32 upcast
+of the frozen weights with SDPA attention (train.upcast_frozen, train.attention: the training before they became
+knobs, and slower; does training the frozen weights in bf16 cost accuracy?). Seed 42 of the default config is the
+committed run itself, so DVC trains only the replicates (finetune_seed@<seed>); a challenger trains all its seeds. About
+15-20 minutes a seed in float32 on a 2-core AMD EPYC without AVX512-BF16, 6-8 in bf16 with it. `run --only r8` runs one config.
 
 Experiments live in the local git refs (share them with `dvc exp push`). `collect` refreshes the configs whose
 experiments are here and keeps the committed entries of the others (each names its commit and machine), so the
@@ -37,11 +39,13 @@ CONFIGS = {   # config -> `dvc exp run -S` overrides
     "default": ["train.extra_seeds=[1,2,3,4]"],
     "r8": ["lora.r=8", "train.extra_seeds=[1,2]"],
     "grouped": ["train.group_by_length=true", "train.extra_seeds=[1,2]"],
+    "upcast": ["train.upcast_frozen=true", "train.attention=sdpa", "train.extra_seeds=[1,2,3,4]"],
 }
 REFERENCE = "default"
 QUESTIONS = {   # challenger -> what comparing it with the reference asks
     "r8": "r=8 against r=16",
     "grouped": "length-grouped batches against random ones",
+    "upcast": "float32 frozen weights and SDPA (peft's upcast, the earlier default) against the compute dtype and eager attention",
 }
 
 
