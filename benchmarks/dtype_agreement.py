@@ -4,7 +4,7 @@ params once more with `quant.compute_dtype=float32` on this machine (in a clone 
 shares its DVC cache, so only the fine-tune, the adapter's evaluations and their reports rerun) and compares the
 adapter's predictions on every evaluation set with this checkout's through `qlora_diff.analysis.runs` (the two-run
 comparison): rows whose prediction differs, both accuracies, the paired difference with a paired-bootstrap CI and the
-exact McNemar p. The base model's predictions (fp32 evaluation either way) must not differ at all.
+exact McNemar p. The base model's predictions (evaluated in the same dtype either way) must not differ at all.
 
 Run: python benchmarks/dtype_agreement.py   (after `dvc repro`, whose fine-tune must have resolved to bfloat16)
 """
@@ -33,6 +33,7 @@ def main() -> None:
         sys.exit(f"metrics/finetune.json: compute_dtype {here.get('compute_dtype')!r}; this compares a bfloat16 "
                  "fine-tune (quant.compute_dtype: auto on a CPU with native bf16) with a float32 one")
     cfg = config()
+    eval_dtype = json.loads((REPO / f"metrics/eval/{next(iter(cfg.eval_sets))}/adapter.json").read_text())["compute_dtype"]
     results = []
     with tempfile.TemporaryDirectory(prefix="fp32-train-") as tmp:
         clone, env = clone_repo(Path(tmp), REPO / ".dvc/cache")
@@ -58,7 +59,7 @@ def main() -> None:
             print(results[-1], flush=True)
     notes = [f"the committed params on this machine: quant.compute_dtype auto resolved to bfloat16 (final loss "
              f"{here['final_loss']}), against quant.compute_dtype=float32 (final loss {fp32['final_loss']}); both "
-             "adapters evaluated in fp32 (eval.compute_dtype), on the same rows",
+             f"adapters evaluated in {eval_dtype} (eval.compute_dtype), on the same rows",
              f"paired bootstrap over rows ({cfg.report.bootstrap_samples} resamples, {cfg.report.confidence:.0%}); "
              "McNemar exact on the rows where exactly one adapter is right"]
     write_results("dtype_agreement", "The same params trained in bf16 and fp32 compute on one machine", results,

@@ -464,7 +464,7 @@ def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resum
     (prepared / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr(runtime, "cpu_flags", lambda: ZEN4)
     bf16 = run_finetune(prepared, "models/bf16")
-    assert bf16["compute_dtype"] == "bfloat16"
+    assert (bf16["compute_dtype"], bf16["frozen_weights_dtype"], bf16["attention"]) == ("bfloat16", "bfloat16", "eager")
     checkpoint = prepared / "checkpoints/finetune"
     (checkpoint / "checkpoint-1").mkdir(parents=True)   # as if the bf16 run had been cut off after a save
     (checkpoint / "checkpoint-1" / "trainer_state.json").write_text("{}")
@@ -474,6 +474,7 @@ def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resum
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     fp32 = run_finetune(prepared, "models/fp32")
     assert fp32["compute_dtype"] == "float32" and fp32["resumed_from_checkpoint"] is False and fp32["steps"] == 2
+    assert fp32["frozen_weights_dtype"] == "float32"
 
 
 def test_target_modules_typo_stops_before_the_model_loads(prepared, monkeypatch):

@@ -331,7 +331,8 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
         f"{finetune.get('parameters_trainable', 0):,} trainable parameters ({finetune.get('trainable_percent', 'n/a')}%), "
         f"final loss {finetune.get('final_loss', 'n/a')}, {finetune.get('seconds', 'n/a')} s, "
         f"peak memory {finetune.get('peak_memory_gb', 'n/a')} GB; compute dtype "
-        f"{finetune.get('compute_dtype', 'n/a')} on {finetune.get('device', 'n/a')}, "
+        f"{finetune.get('compute_dtype', 'n/a')} (frozen weights {finetune.get('frozen_weights_dtype', 'n/a')}, "
+        f"{finetune.get('attention', 'n/a')} attention) on {finetune.get('device', 'n/a')}, "
         f"{finetune.get('shared_prefix_tokens', 0)} shared prompt-prefix tokens run once per batch.", "",
     ]
     return "\n".join(parts + [sections[name] for name in sets])

@@ -63,7 +63,8 @@ def results(root: Path) -> str:
         table, "",
         f"Fine-tuning: {tune['parameters_trainable']:,} of {tune['parameters_total']:,} parameters trainable "
         f"({tune['trainable_percent']:.2f}%, adapter {tune['adapter_size_mb']:.1f} MB), {tune['steps']} steps, final "
-        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s in {tune['compute_dtype']} compute on {tune['device']}, "
+        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s in {tune['compute_dtype']} compute (frozen weights "
+        f"{tune.get('frozen_weights_dtype', 'n/a')}, {tune.get('attention', 'n/a')} attention) on {tune['device']}, "
         f"peak memory {tune['peak_memory_gb']:.1f} GB.", "",
         "How often each label is the gold label and how often each model predicts it:", "",
         tabulate(counts, headers=["set", "", "label counts"], tablefmt="github"),
