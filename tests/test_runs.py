@@ -4,6 +4,7 @@ noise is not called real, mismatched runs fail clearly, and revisions are read t
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -86,6 +87,14 @@ def test_two_revisions_are_read_through_dvc_without_a_checkout(tmp_path):
     repo = two_run_repo(tmp_path)   # tag run-a: 6 of 10 right; HEAD: 9 of 10; no workspace copy
     (diff,) = compare_runs(read_run("run-a", str(repo)), read_run("HEAD", str(repo)), CFG)
     assert (diff.accuracy_a, diff.accuracy_b, diff.fixed, diff.broken) == (0.6, 0.9, 3, 0)
+
+
+def test_a_run_whose_predictions_are_not_in_the_cache_is_refused_by_revision_and_path(tmp_path):
+    repo = two_run_repo(tmp_path)
+    shutil.rmtree(repo / ".dvc" / "cache")   # as in a fresh clone that has not pulled
+    with pytest.raises(InputError, match=r"run 'run-a': reports/predictions/snli/adapter.jsonl is in neither its DVC "
+                                         r"cache nor a remote; fetch it \(`dvc pull`"):
+        read_run("run-a", str(repo))
 
 
 def seeded_runs(rng, p_right: np.ndarray, seeds: int, shift: float = 0.0) -> dict[int, list[dict]]:

@@ -226,9 +226,16 @@ def compare_runs(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b:
 
 
 def _read_jsonl(path, repo: str, rev: str | None) -> list[dict]:
+    """A JSONL output of run ``rev``; a clear error when neither the workspace, the DVC cache nor a remote has it
+    (a clone that has not pulled, or a run from another machine)."""
     import dvc.api
+    from dvc.exceptions import PathMissingError
 
-    text = dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")
+    try:
+        text = dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")
+    except (FileNotFoundError, PathMissingError) as exc:
+        raise InputError(f"run {rev or 'workspace'!r}: {path} is in neither its DVC cache nor a remote; fetch it "
+                         f"(`dvc pull`, `dvc exp pull REMOTE EXP`) or reproduce that run (`dvc repro`)") from exc
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -237,7 +244,6 @@ def read_run(rev: str | None, repo: str = ".") -> Run:
     workspace), each replicate's too, and the slice features where the run has them, read through ``dvc.api``
     from the DVC cache or remote, without a checkout."""
     import dvc.api
-    from dvc.exceptions import PathMissingError
     from ruamel.yaml import YAML
 
     params = YAML(typ="safe", pure=True).load(dvc.api.read("params.yaml", repo=repo, rev=rev, encoding="utf-8"))
@@ -250,7 +256,7 @@ def read_run(rev: str | None, repo: str = ".") -> Run:
             replicates[set_name][seed] = _read_jsonl(paths.replicate_predictions(set_name, seed), repo, rev)
         try:
             slices[set_name] = _read_jsonl(paths.slice_rows(set_name), repo, rev)
-        except (FileNotFoundError, PathMissingError):   # a run from before the slices stage
+        except InputError:   # a run from before the slices stage
             pass
     return Run(replicates=replicates, slices=slices)
 
