@@ -6,15 +6,21 @@ the ratios compare like with like.
 
 Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter] [--label CLASS]
 (after `dvc repro`; --label: results go to batch_invariance_CLASS.{json,md}, one file per machine class)
-bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample.
+bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample. On a CPU with AMX, oneDNN is
+capped below AMX for the whole run, as each evaluate stage caps it for its bf16 process (ONEDNN_MAX_CPU_ISA=ALL
+measures the uncapped kernels); the results record the cap.
 Measure on a quiet machine: nothing else running.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
+import torch
 from common import ADAPTER_DIR, rows, score, write_results
+
+from qlora_diff.core.runtime import cap_cpu_kernels_for_row_invariance
 
 BATCH_SIZES = (16, 1, 7, 64)  # 16 first: the reference (64 is the default eval.batch_size)
 REFERENCE = 16
@@ -33,6 +39,7 @@ def main() -> None:
                         help="which models to score (the base model's rows only change with the base model)")
     parser.add_argument("--label", default="", help="machine class of this run: results go to batch_invariance_LABEL")
     args = parser.parse_args()
+    cap_cpu_kernels_for_row_invariance(torch.device("cpu"), "bfloat16")  # before the first matmul
     sizes = {"float32": len(rows(args.rows)), "bfloat16": len(rows(args.bf16_rows))}
     results = []
     for name in args.models:
@@ -55,7 +62,8 @@ def main() -> None:
                 print(results[-1], flush=True)
     notes = ["the first rows of data/prepared/eval/snli.jsonl (the default SNLI sample), loglik scoring, NF4 weights",
              f"flips and gaps are against eval.batch_size={REFERENCE} in the same compute dtype",
-             "examples/s: scoring only (model loading excluded); compare rows of one run as ratios"]
+             "examples/s: scoring only (model loading excluded); compare rows of one run as ratios",
+             f"oneDNN CPU kernel cap (ONEDNN_MAX_CPU_ISA): {os.environ.get('ONEDNN_MAX_CPU_ISA', 'none')}"]
     for name in args.models:
         rate = {r["compute dtype"]: r["examples/s"] for r in results
                 if r["model"] == name and r["eval.batch_size"] == REFERENCE}

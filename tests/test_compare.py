@@ -25,7 +25,7 @@ from qlora_diff.analysis.explain import explain
 from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import InputError
-from qlora_diff.render.report import headline, render_set_section
+from qlora_diff.render.report import _row_invariance, headline, render_set_section
 
 
 def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
@@ -90,6 +90,15 @@ def test_report_has_every_section_and_a_summary_sentence():
     assert "The base model is over-confident: mean confidence in its prediction 80.0% vs its accuracy, a gap of +23.3" in markdown
     assert "The adapter is neither over- nor under-confident beyond noise" in markdown
     assert "the base model goes from 56.7% to 56.7% by recalibrating its label prior alone (+0.0 points" in markdown
+
+
+def test_the_metrics_table_says_whether_eval_predictions_could_move_with_batch_size():
+    assert _row_invariance({"compute_dtype": "float32"}) == "n/a"   # metrics from before the probe
+    assert _row_invariance({"row_invariant_matmuls": True, "cpu_kernel_cap": None}) == "yes"
+    assert _row_invariance({"row_invariant_matmuls": True, "cpu_kernel_cap": "AVX512_CORE_BF16"}) == (
+        "yes (oneDNN capped at AVX512_CORE_BF16)")
+    assert _row_invariance({"row_invariant_matmuls": False, "cpu_kernel_cap": "ALL"}) == (
+        "NO: predictions may move with eval.batch_size (oneDNN capped at ALL)")
 
 
 def test_compare_and_report_stages_write_every_output(tmp_path):

@@ -17,7 +17,8 @@ FIELDS = {
     "per_class": dict, "examples": int, "seconds": NUMBER, "examples_per_second": NUMBER,
     "prompt_tokens_per_second": NUMBER, "peak_memory_gb": NUMBER, "peak_gpu_memory_gb": (type(None), float),
     "parameters_total": int, "parameters_trainable": int, "unparseable": int, "chance_accuracy": NUMBER,
-    "majority_class_accuracy": NUMBER, "method": str, "eval_set": str,
+    "majority_class_accuracy": NUMBER, "method": str, "eval_set": str, "compute_dtype": str,
+    "cpu_kernel_cap": (type(None), str), "row_invariant_matmuls": bool,
 }
 
 
@@ -87,3 +88,16 @@ def test_a_calibrated_decision_rule_is_applied_and_recorded(project):
     saved = json.loads((project / "metrics/eval/snli/base.json").read_text())
     assert saved["decision_rule"] == "batch"
     assert saved["accuracy"] == saved["calibration"]["accuracy_by_rule"]["batch"]["accuracy"]
+
+
+def test_evaluation_warns_and_records_when_matmul_rows_depend_on_the_batch(project, monkeypatch, caplog):
+    from qlora_diff.model import evaluate as evaluate_module
+
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    prepare_all(project)
+    probed = []
+    monkeypatch.setattr(evaluate_module, "matmul_rows_invariant", lambda model, dtype: probed.append(dtype) or False)
+    metrics = evaluate(load_config("params.yaml"), "snli", project / "models/base", None,
+                       project / "data/prepared/eval/snli.jsonl", project / "base.jsonl", project / "base.json", None)
+    assert probed == [metrics["compute_dtype"]] and metrics["row_invariant_matmuls"] is False
+    assert "predictions may depend on eval.batch_size" in caplog.text

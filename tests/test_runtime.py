@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import XEON_WITHOUT_BF16, ZEN4, tiny_params
@@ -53,14 +58,53 @@ def test_finetune_and_evaluation_follow_the_hardware_unless_pinned(monkeypatch, 
     cfg = parse_config(tiny_params(quant={"compute_dtype": "auto"}, eval={"compute_dtype": "auto"}))
     assert parse_config({}).eval.compute_dtype == "auto"
     trained = load_causal_lm(tiny_model_dir, cfg, CPU)
-    evaluated, resolved = load_for_eval(cfg, tiny_model_dir, None)
+    evaluated, numerics = load_for_eval(cfg, tiny_model_dir, None)
     assert trained.get_input_embeddings().weight.dtype == torch.bfloat16
-    assert evaluated.get_input_embeddings().weight.dtype == torch.bfloat16 and resolved == "bfloat16"
-    pinned, resolved = load_for_eval(parse_config(tiny_params(eval={"compute_dtype": "float32"})), tiny_model_dir, None)
-    assert pinned.get_input_embeddings().weight.dtype == torch.float32 and resolved == "float32"
+    assert evaluated.get_input_embeddings().weight.dtype == torch.bfloat16 and numerics["compute_dtype"] == "bfloat16"
+    pinned, numerics = load_for_eval(parse_config(tiny_params(eval={"compute_dtype": "float32"})), tiny_model_dir, None)
+    assert pinned.get_input_embeddings().weight.dtype == torch.float32 and numerics["compute_dtype"] == "float32"
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32
-    assert load_for_eval(cfg, tiny_model_dir, None)[1] == "float32"
+    assert load_for_eval(cfg, tiny_model_dir, None)[1]["compute_dtype"] == "float32"
+
+
+@pytest.mark.parametrize("flags, device, dtype, cap", [
+    (SAPPHIRE_RAPIDS, "cpu", "bfloat16", "AVX512_CORE_BF16"), (SAPPHIRE_RAPIDS, "cpu", "float32", None),
+    (SAPPHIRE_RAPIDS, "cuda", "bfloat16", None), (ZEN4, "cpu", "bfloat16", None),
+    (XEON_WITHOUT_BF16, "cpu", "bfloat16", None)])
+def test_onednn_is_capped_below_amx_only_for_bf16_on_cpus_with_amx(monkeypatch, flags, device, dtype, cap):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert runtime.cap_cpu_kernels_for_row_invariance(torch.device(device), dtype) == cap
+    assert os.environ.get("ONEDNN_MAX_CPU_ISA") == cap
+
+
+def test_a_users_own_onednn_cap_is_kept(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    assert runtime.cap_cpu_kernels_for_row_invariance(CPU, "bfloat16") == "ALL"
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "ALL"
+
+
+# SmolLM2-135M's attention output (576 -> 576) and MLP down projection (1536 -> 576): the shapes whose AMX kernels
+# give a prompt different bits in a batch of 1 or 7 than in one of 64.
+PROBE = """
+import sys, torch
+from qlora_diff.core import runtime
+runtime.cap_cpu_kernels_for_row_invariance(torch.device("cpu"), "bfloat16")
+model = torch.nn.Sequential(torch.nn.Linear(576, 576), torch.nn.Linear(1536, 576))
+print(runtime.matmul_rows_invariant(model, sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif("amx_bf16" not in runtime.cpu_flags(), reason="needs a CPU with AMX")
+@pytest.mark.parametrize("user_cap, dtype, invariant", [(None, "bfloat16", "True"), ("ALL", "bfloat16", "False"),
+                                                        ("ALL", "float32", "True")])
+def test_the_cap_makes_bf16_matmul_rows_batch_invariant_on_this_amx_cpu(user_cap, dtype, invariant):
+    env = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
+    env.update({"PYTHONPATH": str(Path(runtime.__file__).resolve().parents[2]), **({"ONEDNN_MAX_CPU_ISA": user_cap} if user_cap else {})})
+    probe = subprocess.run([sys.executable, "-c", PROBE, dtype], env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == invariant
 
 
 @pytest.mark.parametrize("requested, device, once", [

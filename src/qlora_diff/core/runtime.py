@@ -48,6 +48,41 @@ def resolve_compute_dtype(requested: str, device: torch.device) -> str:
     return "bfloat16" if native_bf16(device) else "float32"
 
 
+# oneDNN's AMX bf16 kernels tile a matmul by its row count, so one row's result moves with the batch it is in (on
+# 1,000 SNLI rows, batch 1/7/64 flipped 3-7% of the base model's predictions against batch 16). Its AVX512-BF16 kernels
+# do not: capping oneDNN there keeps bf16 evaluation batch-invariant (docs/benchmarks.md#batch-invariance).
+ROW_INVARIANT_CPU_ISA = "AVX512_CORE_BF16"
+
+
+def cap_cpu_kernels_for_row_invariance(device: torch.device, compute_dtype: str) -> str | None:
+    """Cap oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``) for bf16 on a CPU with AMX; return the cap in force (None: not
+    needed). oneDNN reads the cap once, at its first kernel, so this runs before the process's first matmul; a
+    cap the user set (``ALL`` lifts it) is kept. ``matmul_rows_invariant`` checks that it took effect."""
+    if device.type != "cpu" or compute_dtype != "bfloat16" or "amx_bf16" not in cpu_flags():
+        return None
+    return os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ROW_INVARIANT_CPU_ISA)
+
+
+def matmul_rows_invariant(model: torch.nn.Module, compute_dtype: str, prompt_tokens: int = 48) -> bool:
+    """Whether every linear-layer shape of ``model`` gives a prompt the same bits alone, in a batch of 7 and in one
+    of 64 (random weights and ``prompt_tokens``-token prompts, on the model's device): the kernel property that
+    batch-invariant evaluation rests on, measured in this process."""
+    device = next(model.parameters()).device
+    dtype = getattr(torch, compute_dtype)
+    generator = torch.Generator().manual_seed(0)
+    shapes = sorted({(layer.in_features, layer.out_features) for layer in model.modules()
+                     if isinstance(layer, torch.nn.Linear)})
+    with torch.no_grad():
+        for in_features, out_features in shapes:
+            weight = torch.randn(out_features, in_features, generator=generator).to(device, dtype)
+            prompts = torch.randn(64, prompt_tokens, in_features, generator=generator).to(device, dtype)
+            batched = torch.nn.functional.linear(prompts, weight)
+            if not all(torch.equal(torch.nn.functional.linear(prompts[:size], weight), batched[:size])
+                       for size in (1, 7)):
+                return False
+    return True
+
+
 def dequantizes_once(requested: str, device: torch.device) -> bool:
     """``quant.dequantize``: ``once`` keeps every frozen 4-bit weight dequantized in memory, ``every_forward``
     leaves bitsandbytes to dequantize it in each matmul; ``auto`` -> once on CPU (where RAM is plentiful and

@@ -13,8 +13,11 @@ from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
 from qlora_diff.core import atomic
 from qlora_diff.core.config import Config
 from qlora_diff.core.runtime import (
+    ROW_INVARIANT_CPU_ISA,
     Stopwatch,
+    cap_cpu_kernels_for_row_invariance,
     configure_threads,
+    matmul_rows_invariant,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
     resolve_compute_dtype,
@@ -27,17 +30,25 @@ from qlora_diff.model.scoring import encode_prompts, generate_answers, label_log
 log = logging.getLogger(__name__)
 
 
-def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tuple[torch.nn.Module, str]:
+def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tuple[torch.nn.Module, dict]:
     """The quantized base model in ``eval.compute_dtype``, with the adapter attached when given, in eval mode, and
-    that dtype as resolved for the device (it goes into the metrics)."""
+    what its numbers depend on (for the metrics): the dtype as resolved for the device, the CPU kernel cap and
+    whether matmul rows are batch-invariant in this process (a warning when not)."""
     device = select_device(cfg)
     compute_dtype = resolve_compute_dtype(cfg.eval.compute_dtype, device)
+    cap = cap_cpu_kernels_for_row_invariance(device, compute_dtype)  # before the first matmul
     model = load_causal_lm(model_dir, cfg, device, compute_dtype)
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.requires_grad_(False).eval(), compute_dtype
+    numerics = {"compute_dtype": compute_dtype, "cpu_kernel_cap": cap,
+                "row_invariant_matmuls": matmul_rows_invariant(model, compute_dtype)}
+    if not numerics["row_invariant_matmuls"]:
+        log.warning("%s matmuls on %s give a prompt different bits in different batch sizes: predictions may depend "
+                    "on eval.batch_size (on a CPU with AMX, evaluate in a fresh process, which caps oneDNN at %s)",
+                    compute_dtype, device, ROW_INVARIANT_CPU_ISA)
+    return model.requires_grad_(False).eval(), numerics
 
 
 def content_free_probs(cfg: Config, model: torch.nn.Module, tokenizer, answers: list[list[int]]) -> np.ndarray:
@@ -89,7 +100,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
     configure_threads(cfg)
     rows = atomic.read_jsonl(eval_path)
     tokenizer = load_tokenizer(model_dir)
-    model, compute_dtype = load_for_eval(cfg, model_dir, adapter_dir)
+    model, numerics = load_for_eval(cfg, model_dir, adapter_dir)
     encoded = encode_prompts(tokenizer, [row["prompt"] for row in rows])
     log.info("scoring %d rows of %s with %s", len(rows), set_name, cfg.eval.method)
     clock = Stopwatch()
@@ -120,7 +131,7 @@ def evaluate(cfg: Config, set_name: str, model_dir: Path, adapter_dir: Path | No
         "parameters_total": counts.total,
         "parameters_trainable": counts.adapter,  # the adapter's parameters (trained in finetune); 0 for the base
         "device": str(next(model.parameters()).device),
-        "compute_dtype": compute_dtype,
+        **numerics,
         **(extra_metrics or {}),
     })
     if prior is not None:

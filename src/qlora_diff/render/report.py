@@ -36,6 +36,17 @@ def summary_paragraph(stats: dict) -> str:
     )
 
 
+def _row_invariance(metrics: dict) -> str:
+    """Whether the eval's matmuls gave a prompt the same bits in any batch (its predictions then cannot move with
+    ``eval.batch_size``), and the CPU kernel cap that made them so."""
+    invariant = metrics.get("row_invariant_matmuls")
+    if invariant is None:
+        return "n/a"
+    cap = metrics.get("cpu_kernel_cap")
+    return ("yes" if invariant else "NO: predictions may move with eval.batch_size") + (
+        f" (oneDNN capped at {cap})" if cap else "")
+
+
 def _metric_rows(base: dict, adapter: dict) -> list[list]:
     def both(key: str, fmt=lambda v: v) -> list:
         return [fmt(m[key]) if m.get(key) is not None else "n/a" for m in (base, adapter)]
@@ -48,6 +59,7 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
         ["chance / majority class", f"{_pct(base.get('chance_accuracy'))} / {_pct(base.get('majority_class_accuracy'))}",
          ""],
         ["eval compute dtype", *both("compute_dtype")],
+        ["eval matmuls batch-invariant", _row_invariance(base), _row_invariance(adapter)],
         ["eval seconds", *both("seconds")],
         ["eval examples/s", *both("examples_per_second")],
         ["eval peak memory GB", *both("peak_memory_gb")],
