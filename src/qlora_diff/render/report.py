@@ -329,6 +329,11 @@ def cross_set_table(sets: dict[str, dict]) -> tuple[list[list], list[str]]:
                   "difference, points [paired CI]", "McNemar p"]
 
 
+def frozen_weights_and_attention(finetune: dict) -> str:
+    """How the fine-tune ran besides its compute dtype, worded once for the report and the README."""
+    return f"frozen weights {finetune.get('frozen_weights_dtype', 'n/a')}, {finetune.get('attention', 'n/a')} attention"
+
+
 def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str]) -> str:
     """``reports/comparison.md``: the headline and the cross-set table, then every set's section.
 
@@ -343,8 +348,8 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
         f"{finetune.get('parameters_trainable', 0):,} trainable parameters ({finetune.get('trainable_percent', 'n/a')}%), "
         f"final loss {finetune.get('final_loss', 'n/a')}, {finetune.get('seconds', 'n/a')} s, "
         f"peak memory {finetune.get('peak_memory_gb', 'n/a')} GB; compute dtype "
-        f"{finetune.get('compute_dtype', 'n/a')} (frozen weights {finetune.get('frozen_weights_dtype', 'n/a')}, "
-        f"{finetune.get('attention', 'n/a')} attention) on {finetune.get('device', 'n/a')}, "
+        f"{finetune.get('compute_dtype', 'n/a')} ({frozen_weights_and_attention(finetune)}) on "
+        f"{finetune.get('device', 'n/a')}, "
         f"{finetune.get('shared_prefix_tokens', 0)} shared prompt-prefix tokens run once per batch.", "",
     ]
     return "\n".join(parts + [sections[name] for name in sets])

@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
+from qlora_diff.render.report import frozen_weights_and_attention
 
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
@@ -63,8 +64,8 @@ def results(root: Path) -> str:
         table, "",
         f"Fine-tuning: {tune['parameters_trainable']:,} of {tune['parameters_total']:,} parameters trainable "
         f"({tune['trainable_percent']:.2f}%, adapter {tune['adapter_size_mb']:.1f} MB), {tune['steps']} steps, final "
-        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s in {tune['compute_dtype']} compute (frozen weights "
-        f"{tune.get('frozen_weights_dtype', 'n/a')}, {tune.get('attention', 'n/a')} attention) on {tune['device']}, "
+        f"loss {tune['final_loss']}, {tune['seconds']:.0f} s in {tune['compute_dtype']} compute "
+        f"({frozen_weights_and_attention(tune)}) on {tune['device']}, "
         f"peak memory {tune['peak_memory_gb']:.1f} GB.", "",
         "How often each label is the gold label and how often each model predicts it:", "",
         tabulate(counts, headers=["set", "", "label counts"], tablefmt="github"),
