@@ -2,13 +2,17 @@
 with a different batch size, for the base model and the adapter.
 
 Run: python benchmarks/eval_numerics.py   (after `dvc repro`)
+On a CPU with AMX, oneDNN is capped below AMX for the whole run, as each bf16 evaluate stage caps it.
 """
 
 from __future__ import annotations
 
 import statistics
 
+import torch
 from common import ADAPTER_DIR, config, rows, score, write_results
+
+from qlora_diff.core.runtime import cap_cpu_kernels_for_row_invariance
 
 ROWS = 200
 
@@ -18,6 +22,7 @@ def argmax(scores: list[float]) -> int:
 
 
 def main() -> None:
+    cap_cpu_kernels_for_row_invariance(torch.device("cpu"), "bfloat16")  # before the first matmul, as in the stages
     gold_labels = [r["label"] for r in rows(ROWS)]
     labels = config().data.labels
     results = []
