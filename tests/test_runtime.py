@@ -102,7 +102,9 @@ print(runtime.matmul_rows_invariant(model, sys.argv[1]))
                                                         ("ALL", "float32", "True")])
 def test_the_cap_makes_bf16_matmul_rows_batch_invariant_on_this_amx_cpu(user_cap, dtype, invariant):
     env = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
-    env.update({"PYTHONPATH": str(Path(runtime.__file__).resolve().parents[2]), **({"ONEDNN_MAX_CPU_ISA": user_cap} if user_cap else {})})
+    env["PYTHONPATH"] = str(Path(runtime.__file__).resolve().parents[2])
+    if user_cap:
+        env["ONEDNN_MAX_CPU_ISA"] = user_cap
     probe = subprocess.run([sys.executable, "-c", PROBE, dtype], env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == invariant
 
