@@ -33,12 +33,13 @@ STEPS = 4
 WARMUP_STEPS = 4
 DTYPES = ("float32", "bfloat16")
 DEFAULT_TRAIN = {"share_prefix": True, "group_by_length": False, "skip_padding": True}
+DEFAULT_VARIANT = "finetune stage, shared prefix, padding skipped (default)"
+UNSHARED_VARIANT = "finetune stage, unshared prefix"
 VARIANTS = {   # measurement -> params overrides, by section
-    "finetune stage, unshared prefix": {"train": {"share_prefix": False, "group_by_length": False,
-                                                  "skip_padding": False}},
+    UNSHARED_VARIANT: {"train": {"share_prefix": False, "group_by_length": False, "skip_padding": False}},
     "finetune stage, shared prefix": {"train": {"share_prefix": True, "group_by_length": False,
                                                 "skip_padding": False}},
-    "finetune stage, shared prefix, padding skipped (default)": {"train": DEFAULT_TRAIN},
+    DEFAULT_VARIANT: {"train": DEFAULT_TRAIN},
     "finetune stage, shared prefix, grouped by length": {"train": {"share_prefix": True, "group_by_length": True,
                                                                    "skip_padding": False}},
     "finetune stage, default but dequantized every forward": {"train": DEFAULT_TRAIN,
@@ -84,6 +85,39 @@ def ceiling(dtype: str) -> dict:
         if index:  # the first batch warms up
             rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - start))
     return {"tokens/s": round(max(rates), 1), "peak memory GB": peak_process_memory_gb()}
+
+
+def bare_stage_batches(dtype: str, window: int, variant: str) -> dict:
+    """Forward+backward alone (no optimizer, scheduler, logging or checkpoints) of the finetune stage's own batches
+    with ``variant``'s train params: its Trainer's dataloader and collator, timed over the same steps as
+    :func:`steady_state`. For the default the stage's rate over this one is what the Trainer loop costs; with full
+    padded rows it is a ceiling of the same rows in the same order (an average, where the ceiling is a best-of)."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from common import MODEL_DIR, config
+
+    from qlora_diff.model.finetune import build_trainer
+
+    cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},
+                 train={"max_steps": WARMUP_STEPS + window, **VARIANTS[variant]["train"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = build_trainer(cfg, MODEL_DIR, REPO / "data/prepared/train.jsonl", Path(tmp))
+    trainer, model = setup.trainer, setup.trainer.model.train()
+    skipped, batches = WARMUP_STEPS * cfg.train.grad_accum, window * cfg.train.grad_accum
+    tokens, seconds = 0, 0.0
+    for index, batch in enumerate(trainer.get_train_dataloader()):
+        if index == skipped + batches:
+            break
+        start = time.perf_counter()
+        trainer.compute_loss(model, dict(batch)).backward()
+        model.zero_grad()
+        if index >= skipped:
+            tokens, seconds = tokens + int(batch["attention_mask"].sum()), seconds + time.perf_counter() - start
+    computed = tokens - setup.shared_prefix_tokens * (batches * cfg.train.batch_size - batches)
+    return {"tokens/s": round(tokens / seconds, 1), "computed tokens/s": round(computed / seconds, 1),
+            "tokens": tokens, "shared prefix tokens": setup.shared_prefix_tokens}
 
 
 def train_examples() -> list[dict]:
@@ -157,7 +191,23 @@ def steady_state(dtype: str, variant: str, window: int) -> dict:
     batches = window * train.grad_accum   # the prefix runs once per batch, each row's rest once per row
     computed = tokens - long["shared prefix tokens"] * (batches * train.batch_size - batches)
     return {"tokens/s": round(tokens / seconds, 1), "computed tokens/s": round(computed / seconds, 1),
-            "peak memory GB": long["peak memory GB"], "shared prefix tokens": long["shared prefix tokens"]}
+            "peak memory GB": long["peak memory GB"], "shared prefix tokens": long["shared prefix tokens"],
+            "tokens": tokens}
+
+
+def loop_overhead_note(dtype: str, stage_run: dict, bare: dict, full_rows: dict, top: dict) -> str:
+    """The default stage's rate against forward+backward alone of its own batches (what the Trainer loop costs),
+    against the same rows computed whole and padded (what the shared prefix and skipped padding cost per computed
+    token), and in counted tokens (the prefix once per row, as metrics/finetune.json counts) against the ceiling."""
+    same = "the same rows" if bare["tokens"] == stage_run["tokens"] == full_rows["tokens"] else \
+        f"NOT the same rows ({stage_run['tokens']}, {bare['tokens']}, {full_rows['tokens']} tokens)"
+    return (f"{dtype}, forward+backward alone of the default stage's {same}, no optimizer, scheduler, logging or "
+            f"checkpoints: {bare['computed tokens/s']} computed tokens/s as the stage computes them, "
+            f"{full_rows['tokens/s']} tokens/s computed whole and padded (unshared); the stage's computed tokens/s "
+            f"is {100 * stage_run['computed tokens/s'] / bare['computed tokens/s']:.1f}% of the first (the loop's "
+            f"cost) and {100 * stage_run['computed tokens/s'] / full_rows['tokens/s']:.1f}% of the second; its "
+            f"counted tokens/s is {100 * stage_run['tokens/s'] / full_rows['tokens/s']:.1f}% of the second and "
+            f"{100 * stage_run['tokens/s'] / top['tokens/s']:.1f}% of the best-of-{STEPS} ceiling")
 
 
 def child(kind: str, *args) -> dict:
@@ -169,7 +219,8 @@ def child(kind: str, *args) -> dict:
 def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         kind, args = sys.argv[2], sys.argv[3:]
-        result = ceiling(args[0]) if kind == "ceiling" else stage(args[0], args[1], int(args[2]))
+        result = {"ceiling": lambda: ceiling(args[0]), "bare": lambda: bare_stage_batches(args[0], int(args[1]), args[2]),
+                  "stage": lambda: stage(args[0], args[1], int(args[2]))}[kind]()
         print(json.dumps(result))
         return
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
@@ -178,7 +229,7 @@ def main() -> None:
 
     train, examples = config().train, train_examples()
     window = steps_per_megabatch(len(examples), train)
-    results = []
+    results, loop_notes = [], []
     for dtype in dtypes:
         top = child("ceiling", dtype)
         results.append({"compute dtype": dtype, "measurement": "forward+backward ceiling", "tokens/s": top["tokens/s"],
@@ -192,6 +243,9 @@ def main() -> None:
                             "% of ceiling": round(100 * run["computed tokens/s"] / top["tokens/s"], 1),
                             "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
             print(results[-1], flush=True)
+            if variant == DEFAULT_VARIANT:
+                bare = {kind: child("bare", dtype, str(window), kind) for kind in (DEFAULT_VARIANT, UNSHARED_VARIANT)}
+                loop_notes.append(loop_overhead_note(dtype, run, bare[DEFAULT_VARIANT], bare[UNSHARED_VARIANT], top))
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
     unshared, shared, skipped, grouped, every_forward, upcast_sdpa = VARIANTS
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
@@ -209,7 +263,7 @@ def main() -> None:
                f"eager attention / float32 frozen weights with SDPA (train.upcast_frozen, train.attention, both "
                f"default otherwise): {rate[dtype, skipped] / rate[dtype, upcast_sdpa]:.2f}x"
                for dtype in dtypes),
-             *padding_notes(examples, train)]
+             *loop_notes, *padding_notes(examples, train)]
     if len(dtypes) == 2:
         notes += [f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
                   f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]

@@ -335,35 +335,55 @@ def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: d
     ModelCard(f"---\n{header}\n---\n\n" + "\n".join(body)).save(adapter_dir / "README.md")
 
 
-def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
-             checkpoint_dir: Path, live_dir: Path | None) -> dict:
-    """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
-    curves go to ``live_dir`` (none for a seed replicate: None)."""
+@dataclasses.dataclass
+class TrainingSetup:
+    """What :func:`build_trainer` made: the Trainer and the facts about its rows that the metrics report."""
+
+    trainer: AnswerOnlyTrainer
+    train_examples: int
+    too_long: int
+    shared_prefix_tokens: int
+
+
+def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir: Path,
+                  callbacks: list[TrainerCallback] | None = None) -> TrainingSetup:
+    """The finetune stage's model, rows, collator and Trainer, ready to train (benchmarks time its batches too)."""
     check_target_modules(cfg.lora.target_modules, model_dir)
     configure_threads(cfg)
     device = select_device(cfg)
-    rows = atomic.read_jsonl(train_path)
     tokenizer = load_tokenizer(model_dir)
-    examples, too_long = build_examples(cfg, tokenizer, rows)
+    examples, too_long = build_examples(cfg, tokenizer, atomic.read_jsonl(train_path))
     compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
     prefix, examples = split_shared_prefix(examples) if shares_prefix(cfg) else ([], examples)
-    fingerprint = run_fingerprint(cfg, train_path, model_dir, compute_dtype)
-    is_main_process = int(os.environ.get("RANK", "0")) == 0
-    checkpoint = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
-    resume = checkpoint is not None
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device, compute_dtype))
-    total, trainable, _ = count_parameters(model)
     trainer = AnswerOnlyTrainer(
         model=model,
         args=training_arguments(cfg, checkpoint_dir, device, compute_dtype),
         train_dataset=Dataset.from_list(examples),
         data_collator=LeftPadCollator(tokenizer.pad_token_id, len(prefix)),
-        callbacks=[DVCLiveCurves(live_dir, resume=resume)] if is_main_process and live_dir is not None else [],
+        callbacks=callbacks or [],
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
         prefix=prefix,
         skip_padding=skips_padding(cfg),
     )
+    return TrainingSetup(trainer, len(examples), too_long, len(prefix))
+
+
+def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
+             checkpoint_dir: Path, live_dir: Path | None) -> dict:
+    """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
+    curves go to ``live_dir`` (none for a seed replicate: None)."""
+    device = select_device(cfg)
+    compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
+    fingerprint = run_fingerprint(cfg, train_path, model_dir, compute_dtype)
+    is_main_process = int(os.environ.get("RANK", "0")) == 0
+    checkpoint = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
+    resume = checkpoint is not None
+    setup = build_trainer(cfg, model_dir, train_path, checkpoint_dir,
+                          [DVCLiveCurves(live_dir, resume=resume)] if is_main_process and live_dir is not None else [])
+    trainer, model = setup.trainer, setup.trainer.model
+    total, trainable, _ = count_parameters(model)
     clock = Stopwatch()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = clock.seconds
@@ -379,8 +399,8 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
         metrics = {
             "seconds": seconds,
             "resumed_from_checkpoint": resume,
-            "train_examples": len(examples),
-            "train_rows_skipped_too_long": too_long,
+            "train_examples": setup.train_examples,
+            "train_rows_skipped_too_long": setup.too_long,
             "steps": trainer.state.global_step,
             "tokens_seen": tokens,
             "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
@@ -396,7 +416,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
             "compute_dtype": compute_dtype,
             "frozen_weights_dtype": frozen_weights_dtype(model),
             "attention": model.config._attn_implementation,
-            "shared_prefix_tokens": len(prefix),
+            "shared_prefix_tokens": setup.shared_prefix_tokens,
         }
         write_model_card(tmp, cfg, metrics, base_info)
     atomic.write_json(metrics_path, metrics)
