@@ -14,6 +14,11 @@ one run so the ratios compare like with like.  Each measurement runs in its own 
   long to short, so a shorter window would time only its longest batches. tokens/s counts every non-padding token
   of a row, shared prefix included, as metrics/finetune.json does; computed tokens/s counts the shared prefix once
   per batch, as it is computed, and is the rate to hold against the ceiling.
+- forward+backward alone of the default stage's own batches (its Trainer's dataloader, `finetune.build_trainer`),
+  over the same steps, as the stage computes them and with the same rows whole and padded: the first shows what
+  the Trainer loop adds, the second a ceiling of the very rows the stage trains on (an average, not a best-of).
+  Where small per-op costs dominate a step (AMX), removing the prefix and the padding saves fewer seconds than
+  positions, so the computed-token share of a ceiling falls even as the stage gets faster; these rows say which.
 
 Run: python benchmarks/train_throughput.py [--label CLASS] [--dtypes float32,bfloat16]   (after `dvc repro prepare`; quiet machine: nothing else
 running; --label: results go to train_throughput_CLASS.{json,md}, one file per machine class)
@@ -98,6 +103,7 @@ def bare_stage_batches(dtype: str, window: int, variant: str) -> dict:
 
     from common import MODEL_DIR, config
 
+    from qlora_diff.core.runtime import peak_process_memory_gb
     from qlora_diff.model.finetune import build_trainer
 
     cfg = config(quant={"compute_dtype": dtype}, runtime={"device": "cpu"},
@@ -117,7 +123,8 @@ def bare_stage_batches(dtype: str, window: int, variant: str) -> dict:
             tokens, seconds = tokens + int(batch["attention_mask"].sum()), seconds + time.perf_counter() - start
     computed = tokens - setup.shared_prefix_tokens * (batches * cfg.train.batch_size - batches)
     return {"tokens/s": round(tokens / seconds, 1), "computed tokens/s": round(computed / seconds, 1),
-            "tokens": tokens, "shared prefix tokens": setup.shared_prefix_tokens}
+            "tokens": tokens, "shared prefix tokens": setup.shared_prefix_tokens,
+            "peak memory GB": peak_process_memory_gb()}
 
 
 def train_examples() -> list[dict]:
@@ -195,18 +202,21 @@ def steady_state(dtype: str, variant: str, window: int) -> dict:
             "tokens": tokens}
 
 
-def loop_overhead_note(dtype: str, stage_run: dict, bare: dict, full_rows: dict, top: dict) -> str:
-    """The default stage's rate against forward+backward alone of its own batches (what the Trainer loop costs),
-    against the same rows computed whole and padded (what the shared prefix and skipped padding cost per computed
-    token), and in counted tokens (the prefix once per row, as metrics/finetune.json counts) against the ceiling."""
-    same = "the same rows" if bare["tokens"] == stage_run["tokens"] == full_rows["tokens"] else \
-        f"NOT the same rows ({stage_run['tokens']}, {bare['tokens']}, {full_rows['tokens']} tokens)"
-    return (f"{dtype}, forward+backward alone of the default stage's {same}, no optimizer, scheduler, logging or "
-            f"checkpoints: {bare['computed tokens/s']} computed tokens/s as the stage computes them, "
-            f"{full_rows['tokens/s']} tokens/s computed whole and padded (unshared); the stage's computed tokens/s "
-            f"is {100 * stage_run['computed tokens/s'] / bare['computed tokens/s']:.1f}% of the first (the loop's "
-            f"cost) and {100 * stage_run['computed tokens/s'] / full_rows['tokens/s']:.1f}% of the second; its "
-            f"counted tokens/s is {100 * stage_run['tokens/s'] / full_rows['tokens/s']:.1f}% of the second and "
+BARE_ROWS = {DEFAULT_VARIANT: "forward+backward alone, the default stage's batches",
+             UNSHARED_VARIANT: "forward+backward alone, the same rows whole and padded"}
+
+
+def loop_overhead_note(dtype: str, stage_run: dict, bare: dict, whole: dict, top: dict) -> str:
+    """The default stage's rate against forward+backward alone of its own batches (what the Trainer loop costs) and
+    of the same rows computed whole (what the shared prefix and skipped padding do per computed token)."""
+    same = "the stage's rows" if bare["tokens"] == stage_run["tokens"] == whole["tokens"] else \
+        f"NOT the stage's rows ({stage_run['tokens']}, {bare['tokens']}, {whole['tokens']} tokens)"
+    return (f"{dtype}, forward+backward alone (no optimizer, scheduler, logging or checkpoints) of the timed "
+            f"steps' batches in the stage's order ({same}), against the default stage: its computed tokens/s is "
+            f"{100 * stage_run['computed tokens/s'] / bare['computed tokens/s']:.1f}% of the same batches' (what the "
+            f"Trainer loop costs) and {100 * stage_run['computed tokens/s'] / whole['tokens/s']:.1f}% of the rows "
+            f"computed whole and padded; its tokens/s (every row's tokens) is "
+            f"{100 * stage_run['tokens/s'] / whole['tokens/s']:.1f}% of the rows computed whole and "
             f"{100 * stage_run['tokens/s'] / top['tokens/s']:.1f}% of the best-of-{STEPS} ceiling")
 
 
@@ -244,8 +254,15 @@ def main() -> None:
                             "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
             print(results[-1], flush=True)
             if variant == DEFAULT_VARIANT:
-                bare = {kind: child("bare", dtype, str(window), kind) for kind in (DEFAULT_VARIANT, UNSHARED_VARIANT)}
+                bare = {kind: child("bare", dtype, str(window), kind) for kind in BARE_ROWS}
                 loop_notes.append(loop_overhead_note(dtype, run, bare[DEFAULT_VARIANT], bare[UNSHARED_VARIANT], top))
+                for kind, measurement in BARE_ROWS.items():
+                    results.append({"compute dtype": dtype, "measurement": measurement,
+                                    "tokens/s": bare[kind]["tokens/s"], "computed tokens/s": bare[kind]["computed tokens/s"],
+                                    "% of ceiling": round(100 * bare[kind]["computed tokens/s"] / top["tokens/s"], 1),
+                                    "shared prefix tokens": bare[kind]["shared prefix tokens"],
+                                    "peak memory GB": bare[kind]["peak memory GB"]})
+                    print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
     unshared, shared, skipped, grouped, every_forward, upcast_sdpa = VARIANTS
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "

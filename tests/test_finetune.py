@@ -21,6 +21,7 @@ from qlora_diff.model.finetune import (
     answer_window_loss,
     attach_lora,
     build_examples,
+    build_trainer,
     finetune,
     run_fingerprint,
     split_shared_prefix,
@@ -385,7 +386,6 @@ def run_finetune(project: Path, out: str) -> dict:
 
 @pytest.fixture
 def prepared(project):
-    
     params = tiny_params(lora={"dropout": 0.1})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     prepare_all(project)
@@ -423,6 +423,26 @@ def interrupt_after_saving_step_4(project: Path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_finetune(project, "models/resumed")
     monkeypatch.undo()
+
+
+def test_the_stage_trainer_feeds_rows_without_the_prefix_the_cache_supplies(prepared):
+    """build_trainer (the stage's Trainer, which benchmarks time) strips the prefix found in the rows, and its
+    batches' attention masks cover it; without prefix sharing the rows stay whole."""
+    cfg = load_config(prepared / "params.yaml")
+    tokenizer = load_tokenizer(prepared / "models/base")
+    rows = [json.loads(line) for line in (prepared / "data/prepared/train.jsonl").read_text().splitlines()]
+    examples, too_long = build_examples(cfg, tokenizer, rows)
+    prefix, _ = split_shared_prefix(examples)
+    for share, prefix_tokens in ((True, len(prefix)), (False, 0)):
+        shared = parse_config({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "share_prefix": share}})
+        setup = build_trainer(shared, prepared / "models/base", prepared / "data/prepared/train.jsonl",
+                              prepared / "checkpoints/bare")
+        batch = next(iter(setup.trainer.get_train_dataloader()))
+        assert setup.shared_prefix_tokens == prefix_tokens and (prefix_tokens > 0) == share
+        assert (setup.train_examples, setup.too_long) == (len(examples), too_long)
+        assert batch["attention_mask"].shape[1] == batch["input_ids"].shape[1] + prefix_tokens
+        assert int(batch["position_ids"].min()) == prefix_tokens
+        assert setup.trainer.prefix == (prefix if share else [])
 
 
 def test_resume_after_interruption_equals_uninterrupted(prepared, monkeypatch):

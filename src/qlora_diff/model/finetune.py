@@ -347,8 +347,8 @@ class TrainingSetup:
 
 def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir: Path,
                   callbacks: list[TrainerCallback] | None = None) -> TrainingSetup:
-    """The finetune stage's model, rows, collator and Trainer, ready to train (benchmarks time its batches too)."""
-    check_target_modules(cfg.lora.target_modules, model_dir)
+    """The finetune stage's model, rows, collator and Trainer, ready to train (benchmarks time its batches too);
+    ``cfg.lora.target_modules`` already checked against the model (:func:`finetune` does it first)."""
     configure_threads(cfg)
     device = select_device(cfg)
     tokenizer = load_tokenizer(model_dir)
@@ -374,6 +374,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
              checkpoint_dir: Path, live_dir: Path | None) -> dict:
     """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
     curves go to ``live_dir`` (none for a seed replicate: None)."""
+    check_target_modules(cfg.lora.target_modules, model_dir)
     device = select_device(cfg)
     compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
     fingerprint = run_fingerprint(cfg, train_path, model_dir, compute_dtype)
