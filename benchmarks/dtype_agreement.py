@@ -6,7 +6,8 @@ adapter's predictions on every evaluation set with this checkout's through `qlor
 comparison): rows whose prediction differs, both accuracies, the paired difference with a paired-bootstrap CI and the
 exact McNemar p. The base model's predictions (evaluated in the same dtype either way) must not differ at all.
 
-Run: python benchmarks/dtype_agreement.py   (after `dvc repro`, whose fine-tune must have resolved to bfloat16)
+Run: python benchmarks/dtype_agreement.py [--label CLASS]   (after `dvc repro`, whose fine-tune must have resolved to
+bfloat16; --label: results go to dtype_agreement_CLASS.{json,md}, one file per machine class)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def predictions(root: Path, set_name: str, model: str) -> list[dict]:
 
 
 def main() -> None:
+    label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
     here = json.loads((REPO / "metrics/finetune.json").read_text())
     if here.get("compute_dtype") != "bfloat16":
         sys.exit(f"metrics/finetune.json: compute_dtype {here.get('compute_dtype')!r}; this compares a bfloat16 "
@@ -63,7 +65,7 @@ def main() -> None:
              f"paired bootstrap over rows ({cfg.report.bootstrap_samples} resamples, {cfg.report.confidence:.0%}); "
              "McNemar exact on the rows where exactly one adapter is right"]
     write_results("dtype_agreement", "The same params trained in bf16 and fp32 compute on one machine", results,
-                  notes)
+                  notes, label)
 
 
 if __name__ == "__main__":
