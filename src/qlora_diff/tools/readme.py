@@ -257,7 +257,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                           "eval_numerics", "repro_fresh_clone", "repro_fresh_clone_native_bf16",
                                           "repro_fresh_clone_no_native_bf16", "repro_fresh_clone_amx_bf16",
                                           "batch_invariance", "batch_invariance_native_bf16",
-                                          "batch_invariance_amx_bf16", "dtype_agreement", "html_report")},
+                                          "batch_invariance_amx_bf16", "dtype_agreement", "dtype_agreement_amx_bf16",
+                                          "html_report")},
 }
 
 
