@@ -220,6 +220,14 @@ def loop_overhead_note(dtype: str, stage_run: dict, bare: dict, whole: dict, top
             f"{100 * stage_run['tokens/s'] / top['tokens/s']:.1f}% of the best-of-{STEPS} ceiling")
 
 
+def table_row(dtype: str, measurement: str, run: dict, top: dict) -> dict:
+    """One row of the results table: ``run``'s rates, computed tokens/s as a share of the ceiling ``top``."""
+    return {"compute dtype": dtype, "measurement": measurement, "tokens/s": run["tokens/s"],
+            "computed tokens/s": run["computed tokens/s"],
+            "% of ceiling": round(100 * run["computed tokens/s"] / top["tokens/s"], 1),
+            "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]}
+
+
 def child(kind: str, *args) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True,
                          check=True, cwd=REPO)
@@ -242,26 +250,18 @@ def main() -> None:
     results, loop_notes = [], []
     for dtype in dtypes:
         top = child("ceiling", dtype)
-        results.append({"compute dtype": dtype, "measurement": "forward+backward ceiling", "tokens/s": top["tokens/s"],
-                        "computed tokens/s": top["tokens/s"], "% of ceiling": 100.0, "shared prefix tokens": 0,
-                        "peak memory GB": top["peak memory GB"]})
+        results.append(table_row(dtype, "forward+backward ceiling",
+                                  {**top, "computed tokens/s": top["tokens/s"], "shared prefix tokens": 0}, top))
         print(results[-1], flush=True)
         for variant in VARIANTS:
             run = steady_state(dtype, variant, window)
-            results.append({"compute dtype": dtype, "measurement": variant,
-                            "tokens/s": run["tokens/s"], "computed tokens/s": run["computed tokens/s"],
-                            "% of ceiling": round(100 * run["computed tokens/s"] / top["tokens/s"], 1),
-                            "shared prefix tokens": run["shared prefix tokens"], "peak memory GB": run["peak memory GB"]})
+            results.append(table_row(dtype, variant, run, top))
             print(results[-1], flush=True)
             if variant == DEFAULT_VARIANT:
                 bare = {kind: child("bare", dtype, str(window), kind) for kind in BARE_ROWS}
                 loop_notes.append(loop_overhead_note(dtype, run, bare[DEFAULT_VARIANT], bare[UNSHARED_VARIANT], top))
                 for kind, measurement in BARE_ROWS.items():
-                    results.append({"compute dtype": dtype, "measurement": measurement,
-                                    "tokens/s": bare[kind]["tokens/s"], "computed tokens/s": bare[kind]["computed tokens/s"],
-                                    "% of ceiling": round(100 * bare[kind]["computed tokens/s"] / top["tokens/s"], 1),
-                                    "shared prefix tokens": bare[kind]["shared prefix tokens"],
-                                    "peak memory GB": bare[kind]["peak memory GB"]})
+                    results.append(table_row(dtype, measurement, bare[kind], top))
                     print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
     unshared, shared, skipped, grouped, every_forward, upcast_sdpa = VARIANTS

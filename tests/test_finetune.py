@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import XEON_WITHOUT_BF16, ZEN4, prepare_all, snli_rows, tiny_params
 
+from qlora_diff.core import atomic
 from qlora_diff.core.config import load_config, parse_config
 from qlora_diff.core.errors import ConfigError
 from qlora_diff.data.prompts import answer_token_ids, format_prompt
@@ -430,8 +431,7 @@ def test_the_stage_trainer_feeds_rows_without_the_prefix_the_cache_supplies(prep
     batches' attention masks cover it; without prefix sharing the rows stay whole."""
     cfg = load_config(prepared / "params.yaml")
     tokenizer = load_tokenizer(prepared / "models/base")
-    rows = [json.loads(line) for line in (prepared / "data/prepared/train.jsonl").read_text().splitlines()]
-    examples, too_long = build_examples(cfg, tokenizer, rows)
+    examples, too_long = build_examples(cfg, tokenizer, atomic.read_jsonl(prepared / "data/prepared/train.jsonl"))
     prefix, _ = split_shared_prefix(examples)
     for share, prefix_tokens in ((True, len(prefix)), (False, 0)):
         shared = parse_config({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "share_prefix": share}})

@@ -337,16 +337,18 @@ def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: d
 
 @dataclasses.dataclass
 class TrainingSetup:
-    """What :func:`build_trainer` made: the Trainer and the facts about its rows that the metrics report."""
+    """What :func:`build_trainer` made: the Trainer, where and in which dtype it computes, and the facts about its
+    rows that the metrics report."""
 
     trainer: AnswerOnlyTrainer
+    device: torch.device
+    compute_dtype: str
     train_examples: int
     too_long: int
     shared_prefix_tokens: int
 
 
-def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir: Path,
-                  callbacks: list[TrainerCallback] | None = None) -> TrainingSetup:
+def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir: Path) -> TrainingSetup:
     """The finetune stage's model, rows, collator and Trainer, ready to train (benchmarks time its batches too);
     ``cfg.lora.target_modules`` already checked against the model (:func:`finetune` does it first)."""
     configure_threads(cfg)
@@ -362,12 +364,11 @@ def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir
         args=training_arguments(cfg, checkpoint_dir, device, compute_dtype),
         train_dataset=Dataset.from_list(examples),
         data_collator=LeftPadCollator(tokenizer.pad_token_id, len(prefix)),
-        callbacks=callbacks or [],
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
         prefix=prefix,
         skip_padding=skips_padding(cfg),
     )
-    return TrainingSetup(trainer, len(examples), too_long, len(prefix))
+    return TrainingSetup(trainer, device, compute_dtype, len(examples), too_long, len(prefix))
 
 
 def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
@@ -375,15 +376,14 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
     """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
     curves go to ``live_dir`` (none for a seed replicate: None)."""
     check_target_modules(cfg.lora.target_modules, model_dir)
-    device = select_device(cfg)
-    compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
-    fingerprint = run_fingerprint(cfg, train_path, model_dir, compute_dtype)
+    setup = build_trainer(cfg, model_dir, train_path, checkpoint_dir)
+    trainer, model = setup.trainer, setup.trainer.model
+    fingerprint = run_fingerprint(cfg, train_path, model_dir, setup.compute_dtype)
     is_main_process = int(os.environ.get("RANK", "0")) == 0
     checkpoint = resumable_checkpoint(checkpoint_dir, fingerprint, is_main_process)
     resume = checkpoint is not None
-    setup = build_trainer(cfg, model_dir, train_path, checkpoint_dir,
-                          [DVCLiveCurves(live_dir, resume=resume)] if is_main_process and live_dir is not None else [])
-    trainer, model = setup.trainer, setup.trainer.model
+    if is_main_process and live_dir is not None:
+        trainer.add_callback(DVCLiveCurves(live_dir, resume=resume))
     total, trainable, _ = count_parameters(model)
     clock = Stopwatch()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -413,8 +413,8 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
             "adapter_size_mb": round(adapter_mb, 3),
             "train_loss_mean": round(float(result.training_loss), 5),
             "final_loss": round(float(losses[-1]), 5) if losses else None,
-            "device": str(device),
-            "compute_dtype": compute_dtype,
+            "device": str(setup.device),
+            "compute_dtype": setup.compute_dtype,
             "frozen_weights_dtype": frozen_weights_dtype(model),
             "attention": model.config._attn_implementation,
             "shared_prefix_tokens": setup.shared_prefix_tokens,
