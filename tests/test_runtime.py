@@ -13,7 +13,7 @@ from conftest import XEON_WITHOUT_BF16, ZEN4, tiny_params
 
 from qlora_diff.core import runtime
 from qlora_diff.core.config import parse_config
-from qlora_diff.core.runtime import dequantizes_once, resolve_attention, resolve_compute_dtype
+from qlora_diff.core.runtime import dequantizes_once, resolve_attention, resolve_compute_dtype, resolve_eval_dtype
 from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_causal_lm
 
@@ -44,6 +44,21 @@ def test_auto_on_cuda_asks_for_native_bf16(monkeypatch, native, expected):
     assert asked == [False], "emulated bf16 must not count as native"
 
 
+@pytest.mark.parametrize("flags, expected", [(ZEN4, "bfloat16"), (SAPPHIRE_RAPIDS, "float32"),
+                                             (XEON_WITHOUT_BF16, "float32"), (set(), "float32")])
+def test_auto_evaluates_in_fp32_on_cpus_with_amx_and_as_the_fine_tune_elsewhere(monkeypatch, flags, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert resolve_eval_dtype("auto", CPU) == expected
+    assert resolve_eval_dtype("bfloat16", CPU) == "bfloat16" and resolve_eval_dtype("float32", CPU) == "float32"
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_evaluation_on_cuda_follows_native_bf16_even_on_a_host_with_amx(monkeypatch, native, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    assert resolve_eval_dtype("auto", torch.device("cuda", 0)) == expected
+
+
 def test_cpu_flags_are_read_from_proc_cpuinfo():
     try:
         text = open("/proc/cpuinfo").read()
@@ -66,6 +81,11 @@ def test_finetune_and_evaluation_follow_the_hardware_unless_pinned(monkeypatch, 
     monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
     assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.float32
     assert load_for_eval(cfg, tiny_model_dir, None)[1]["compute_dtype"] == "float32"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: SAPPHIRE_RAPIDS)  # AMX: bf16 training, uncapped fp32 evaluation
+    assert load_causal_lm(tiny_model_dir, cfg, CPU).get_input_embeddings().weight.dtype == torch.bfloat16
+    evaluated, numerics = load_for_eval(cfg, tiny_model_dir, None)
+    assert evaluated.get_input_embeddings().weight.dtype == torch.float32
+    assert numerics["compute_dtype"] == "float32" and numerics["cpu_kernel_cap"] is None
 
 
 @pytest.mark.parametrize("flags, device, dtype, cap", [

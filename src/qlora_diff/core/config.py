@@ -178,7 +178,9 @@ class EvalConfig:
     batch_size: int = field(default=64, metadata=_range(1))  # loglik: changes speed only (one-length batches)
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
     calibration: Literal["none", "contextual", "batch"] = "none"
-    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # as quant.compute_dtype; loglik is batch-invariant in each
+    # auto: float32 on CPUs with AMX, else as quant.compute_dtype (runtime.resolve_eval_dtype); loglik is
+    # batch-invariant in each
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
 
 

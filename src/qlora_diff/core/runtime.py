@@ -48,6 +48,21 @@ def resolve_compute_dtype(requested: str, device: torch.device) -> str:
     return "bfloat16" if native_bf16(device) else "float32"
 
 
+def amx_cpu(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU with AMX, whose oneDNN bf16 kernels tile a matmul by its row count."""
+    return device.type == "cpu" and "amx_bf16" in cpu_flags()
+
+
+def resolve_eval_dtype(requested: str, device: torch.device) -> str:
+    """``eval.compute_dtype``: ``auto`` -> the fastest dtype whose predictions do not move with the batch size.
+    That is ``float32`` on a CPU with AMX: bf16 there is batch-invariant only with oneDNN capped below AMX, and
+    capped bf16 evaluation is 1.3-1.5x slower than fp32 (docs/benchmarks.md#batch-invariance-on-the-intel-xeon-with-amx).
+    Elsewhere as the fine-tune (``resolve_compute_dtype``); explicit values unchanged."""
+    if requested == "auto" and amx_cpu(device):
+        return "float32"
+    return resolve_compute_dtype(requested, device)
+
+
 # oneDNN's AMX bf16 kernels tile a matmul by its row count, so one row's result moves with the batch it is in (on
 # 1,000 SNLI rows, batch 1/7/64 flipped 3-7% of the base model's predictions against batch 16). Its AVX512-BF16 kernels
 # do not: capping oneDNN there keeps bf16 evaluation batch-invariant (docs/benchmarks.md#batch-invariance).
@@ -58,7 +73,7 @@ def cap_cpu_kernels_for_row_invariance(device: torch.device, compute_dtype: str)
     """Cap oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``) for bf16 on a CPU with AMX; return the cap in force (None: not
     needed). oneDNN reads the cap once, at its first kernel, so this runs before the process's first matmul; a
     cap the user set (``ALL`` lifts it) is kept. ``matmul_rows_invariant`` checks that it took effect."""
-    if device.type != "cpu" or compute_dtype != "bfloat16" or "amx_bf16" not in cpu_flags():
+    if compute_dtype != "bfloat16" or not amx_cpu(device):
         return None
     return os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ROW_INVARIANT_CPU_ISA)
 

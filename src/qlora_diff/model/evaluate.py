@@ -20,7 +20,7 @@ from qlora_diff.core.runtime import (
     matmul_rows_invariant,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
-    resolve_compute_dtype,
+    resolve_eval_dtype,
     select_device,
 )
 from qlora_diff.data.prompts import answer_token_ids, format_prompt
@@ -35,7 +35,7 @@ def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tup
     what its numbers depend on (for the metrics): the dtype as resolved for the device, the CPU kernel cap and
     whether matmul rows are batch-invariant in this process (a warning when not)."""
     device = select_device(cfg)
-    compute_dtype = resolve_compute_dtype(cfg.eval.compute_dtype, device)
+    compute_dtype = resolve_eval_dtype(cfg.eval.compute_dtype, device)
     cap = cap_cpu_kernels_for_row_invariance(device, compute_dtype)  # before the first matmul
     model = load_causal_lm(model_dir, cfg, device, compute_dtype)
     if adapter_dir is not None:
