@@ -1,6 +1,6 @@
 """Does a row's prediction depend on what else is in its batch? Every eval row scored at eval.batch_size 1, 7, 16
 and 64, for the base model and the adapter, in fp32 and bf16 compute (`eval.compute_dtype: auto` picks bf16 where
-it is native): flips against batch size 16, the largest log-probability gap (0 when batches hold prompts of one
+it is native, except on CPUs with AMX, where it picks fp32): flips against batch size 16, the largest log-probability gap (0 when batches hold prompts of one
 length, as `label_logprobs` builds them; `report.near_tie_margin` must clear it), and throughput, all in one run so
 the ratios compare like with like.
 
