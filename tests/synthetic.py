@@ -140,18 +140,25 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
-def _commit_run(repo: Path, correct: list[bool], message: str) -> None:
+def _commit_run(repo: Path, correct: list[bool], message: str, eval_dtype: str | None = None) -> None:
+    """One run's adapter predictions (DVC-tracked) and, given ``eval_dtype``, the metrics that record its dtypes."""
     path = repo / "reports/predictions/snli/adapter.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in run_rows(correct)))
+    if eval_dtype:
+        (repo / "metrics/eval/snli").mkdir(parents=True, exist_ok=True)
+        (repo / "metrics/finetune.json").write_text(json.dumps({"compute_dtype": "bfloat16"}))
+        (repo / "metrics/eval/snli/adapter.json").write_text(json.dumps({"compute_dtype": eval_dtype}))
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], cwd=repo, check=True, capture_output=True)
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", message)
 
 
 def two_run_repo(tmp_path: Path) -> Path:
-    """A git + DVC repo with two runs of one set: tag ``run-a`` (6 of 10 rows right) and HEAD (9 of 10: B fixes 3,
-    breaks none). The workspace copy of the predictions is deleted: only DVC's cache holds them."""
+    """A git + DVC repo with two runs of one set: tag ``run-a`` (6 of 10 rows right, no metrics: a run from before
+    dtypes were recorded), tag ``run-bf16`` (the same rows; bf16 training and evaluation) and HEAD (9 of 10: B fixes
+    3, breaks none; bf16 training, fp32 evaluation). The workspace copy of the predictions is deleted: only DVC's
+    cache holds them."""
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
@@ -161,6 +168,8 @@ def two_run_repo(tmp_path: Path) -> Path:
     (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
     _commit_run(repo, [True] * 6 + [False] * 4, "run a")
     _git(repo, "tag", "run-a")
-    _commit_run(repo, [True] * 9 + [False], "run b")
+    _commit_run(repo, [True] * 6 + [False] * 4, "run a, dtypes recorded", eval_dtype="bfloat16")
+    _git(repo, "tag", "run-bf16")
+    _commit_run(repo, [True] * 9 + [False], "run b", eval_dtype="float32")
     (repo / "reports/predictions/snli/adapter.jsonl").unlink()
     return repo

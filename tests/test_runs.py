@@ -89,6 +89,22 @@ def test_two_revisions_are_read_through_dvc_without_a_checkout(tmp_path):
     assert (diff.accuracy_a, diff.accuracy_b, diff.fixed, diff.broken) == (0.6, 0.9, 3, 0)
 
 
+def test_runs_evaluated_in_different_dtypes_carry_a_caveat_naming_both(tmp_path):
+    """HEAD evaluated in fp32, run-bf16 in bf16, both trained in bf16; run-a records no dtype (an older run)."""
+    repo = two_run_repo(tmp_path)
+    head, bf16, older = (read_run(rev, str(repo)) for rev in ("HEAD", "run-bf16", "run-a"))
+    assert head.dtypes == {"fine-tune": "bfloat16", "snli": "float32"} and older.dtypes == {}
+    (diff,) = compare_runs(bf16, head, CFG, "main", "exp")
+    assert diff.dtype_caveat.startswith("Caveat: the adapters were evaluated in bfloat16 (`main`) and float32 (`exp`)")
+    assert "trained in" not in diff.dtype_caveat
+    assert diff.dtype_caveat in render([diff], "main", "exp")
+    assert compare_runs(older, head, CFG)[0].dtype_caveat is None       # nothing recorded: nothing claimed
+    assert compare_runs(bf16, bf16, CFG)[0].dtype_caveat is None
+    trained = Run(head.replicates, dtypes={"fine-tune": "float32", "snli": "float32"})
+    assert compare_runs(trained, head, CFG, "a", "b")[0].dtype_caveat.startswith(
+        "Caveat: the adapters were trained in float32 (`a`) and bfloat16 (`b`), so")
+
+
 def test_a_run_whose_predictions_are_not_in_the_cache_is_refused_by_revision_and_path(tmp_path):
     repo = two_run_repo(tmp_path)
     shutil.rmtree(repo / ".dvc" / "cache")   # as in a fresh clone that has not pulled

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tabulate import tabulate
@@ -32,6 +32,7 @@ from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
 
 SEED_STUDY = Path("benchmarks/results/seed_study.json")   # benchmarks/seed_study.py: the default config's seed noise
+FINE_TUNE = "fine-tune"   # the key of Run.dtypes for the training dtype (eval sets use their names)
 RUN_WORDS = {"corrected": "Rows B fixed", "regressed": "Rows B broke", "still_wrong": "Rows both got wrong"}
 
 
@@ -48,6 +49,7 @@ class Run:
 
     replicates: dict[str, dict[int, list[dict]]]
     slices: dict[str, list[dict]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)   # FINE_TUNE and each set's name -> the resolved dtype
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class RunDifference:
     confidence: float
     seeds: SeedDifference | None = None   # when either run has replicates
     findings: list[str] | None = None     # slices over-represented among fixed/broken rows; None: no slice features
+    dtype_caveat: str | None = None       # the runs trained or evaluated in different compute dtypes
 
     @property
     def delta(self) -> float:
@@ -205,6 +208,20 @@ def difference(set_name: str, pairs: list[tuple[dict, dict]], cfg: Config, seeds
                          confidence=cfg.report.confidence, seeds=seeds, findings=found)
 
 
+def dtype_caveat(run_a: Run, run_b: Run, set_name: str, name_a: str, name_b: str) -> str | None:
+    """A sentence when the runs trained or evaluated ``set_name`` in different compute dtypes (``auto`` resolves
+    per machine): the paired test then measures the dtype as well as the change under test. None when they agree
+    or a run does not record its dtype."""
+    differing = [f"{verb} in {run_a.dtypes[key]} (`{name_a}`) and {run_b.dtypes[key]} (`{name_b}`)"
+                 for key, verb in ((FINE_TUNE, "trained"), (set_name, "evaluated"))
+                 if run_a.dtypes.get(key) and run_b.dtypes.get(key) and run_a.dtypes[key] != run_b.dtypes[key]]
+    if not differing:
+        return None
+    return (f"Caveat: the adapters were {' and '.join(differing)}, so this difference also measures the compute "
+            "dtype, not only the change under test (`auto` resolves per machine; pin `quant.compute_dtype` and "
+            "`eval.compute_dtype` to compare the change alone).")
+
+
 def compare_runs(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b: str = "B") -> list[RunDifference]:
     """Per evaluation set (A's order), B's adapter against A's; every set must exist in both runs. The slice
     features are B's (the rows are the same)."""
@@ -221,7 +238,8 @@ def compare_runs(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b:
             if len(seeds_a) > 1 or len(seeds_b) > 1 else None
         found = run_findings(pairs, run_b.slices[name], cfg, f"{name_b}: slices of {name}") \
             if name in run_b.slices else None
-        out.append(difference(name, pairs, cfg, seeds, found))
+        out.append(replace(difference(name, pairs, cfg, seeds, found),
+                           dtype_caveat=dtype_caveat(run_a, run_b, name, name_a, name_b)))
     return out
 
 
@@ -239,10 +257,21 @@ def _read_jsonl(path, repo: str, rev: str | None) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _recorded_dtype(path: Path, repo: str, rev: str | None) -> str | None:
+    """The ``compute_dtype`` a metrics file of run ``rev`` records; None for a run without the file or the field."""
+    import dvc.api
+    from dvc.exceptions import PathMissingError
+
+    try:
+        return json.loads(dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")).get("compute_dtype")
+    except (FileNotFoundError, PathMissingError):
+        return None
+
+
 def read_run(rev: str | None, repo: str = ".") -> Run:
     """Every evaluation set's adapter predictions at ``rev`` (a git revision or DVC experiment name; None: the
-    workspace), each replicate's too, and the slice features where the run has them, read through ``dvc.api``
-    from the DVC cache or remote, without a checkout."""
+    workspace), each replicate's too, the slice features where the run has them and the compute dtypes its metrics
+    record, read through ``dvc.api`` from git, the DVC cache or remote, without a checkout."""
     import dvc.api
     from ruamel.yaml import YAML
 
@@ -250,6 +279,7 @@ def read_run(rev: str | None, repo: str = ".") -> Run:
     train = params.get("train") or {}
     extra = train.get("extra_seeds") or []
     replicates, slices = {}, {}
+    dtypes = {FINE_TUNE: _recorded_dtype(paths.FINETUNE_METRICS, repo, rev)}
     for set_name in params["eval_sets"]:
         replicates[set_name] = {train.get("seed", 42): _read_jsonl(paths.predictions(set_name, "adapter"), repo, rev)}
         for seed in extra:
@@ -258,7 +288,8 @@ def read_run(rev: str | None, repo: str = ".") -> Run:
             slices[set_name] = _read_jsonl(paths.slice_rows(set_name), repo, rev)
         except InputError:   # a run from before the slices stage
             pass
-    return Run(replicates=replicates, slices=slices)
+        dtypes[set_name] = _recorded_dtype(paths.eval_metrics(set_name, "adapter"), repo, rev)
+    return Run(replicates=replicates, slices=slices, dtypes={key: dtype for key, dtype in dtypes.items() if dtype})
 
 
 def seed_reference(study_path: Path = SEED_STUDY) -> dict[str, str]:
@@ -295,6 +326,8 @@ def render(differences: list[RunDifference], name_a: str, name_b: str, reference
         parts.append(f"- {d.verdict(name_a, name_b)}")
         if d.seeds is None and d.set_name in (reference or {}):
             parts.append(f"  {reference[d.set_name]}")
+        if d.dtype_caveat:
+            parts.append(f"  {d.dtype_caveat}")
     parts.append("")
     for d in differences:
         if d.findings:
