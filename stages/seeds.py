@@ -29,15 +29,19 @@ def main(cfg: Config, eval_set: str) -> None:
     base = atomic.read_jsonl(paths.predictions(eval_set, "base"))
     replicates = {cfg.train.seed: atomic.read_jsonl(paths.predictions(eval_set, "adapter"))}
     dtypes = {cfg.train.seed: json.loads(required(paths.FINETUNE_METRICS, "finetune").read_text())["compute_dtype"]}
+    primary = paths.eval_metrics(eval_set, "adapter")
+    eval_dtypes = {cfg.train.seed: json.loads(required(primary, f"evaluate_adapter@{eval_set}").read_text())
+                   .get("compute_dtype")}
     for seed in cfg.train.extra_seeds:
         stage = f"evaluate_seed@{seed}-{eval_set}"
         metrics = json.loads(required(paths.replicate_eval_metrics(eval_set, seed), stage).read_text())
         replicates[seed] = atomic.read_jsonl(required(paths.replicate_predictions(eval_set, seed), stage))
         dtypes[seed] = metrics["fine_tune"]["compute_dtype"]
+        eval_dtypes[seed] = metrics.get("compute_dtype")
     pairs = join_predictions(base, replicates[cfg.train.seed], str(paths.predictions(eval_set, "base")),
                              str(paths.predictions(eval_set, "adapter")))
     features = attach_features(pairs, atomic.read_jsonl(paths.slice_rows(eval_set)), str(paths.slice_rows(eval_set)))
-    metrics, stability = seed_report(cfg, eval_set, base, replicates, dtypes, features)
+    metrics, stability = seed_report(cfg, eval_set, base, replicates, dtypes, features, eval_dtypes)
     atomic.write_jsonl(paths.stability_rows(eval_set), stability)
     atomic.write_json(paths.seed_metrics(eval_set), metrics)
     spread, gain = metrics["adapter"], metrics["gain"]

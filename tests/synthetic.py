@@ -73,7 +73,8 @@ def write_set(root, name: str, base: list[dict], adapter: list[dict]) -> None:
     (metrics / "slices.json").write_text(json.dumps(HYPOTHESIS_ONLY))
     for which, rows in (("base", base), ("adapter", adapter)):
         (predictions / f"{which}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (metrics / f"{which}.json").write_text(json.dumps(model_metrics(parse_config({}), rows)))
+        (metrics / f"{which}.json").write_text(json.dumps({**model_metrics(parse_config({}), rows),
+                                                           "compute_dtype": "float32"}))
 
 
 def run_stage(root, *args: str) -> subprocess.CompletedProcess:
@@ -98,7 +99,8 @@ def write_replicate(root: Path, name: str, base: list[dict], adapter: list[dict]
     folder = root / "reports" / "predictions" / name / "seeds"
     folder.mkdir(parents=True)
     (folder / f"{REPLICATE_SEED}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics = {**model_metrics(parse_config({}), rows), "fine_tune": {"seed": REPLICATE_SEED, "compute_dtype": "float32"}}
+    metrics = {**model_metrics(parse_config({}), rows), "compute_dtype": "float32",
+               "fine_tune": {"seed": REPLICATE_SEED, "compute_dtype": "float32"}}
     (folder / f"{REPLICATE_SEED}.json").write_text(json.dumps(metrics))
 
 

@@ -174,13 +174,20 @@ def test_one_seed_says_stability_was_not_measured(tmp_path):
     assert {row["stability"] for row in rows} == {None}
 
 
-def test_replicates_trained_in_another_dtype_are_refused(tmp_path):
+@pytest.mark.parametrize("where, verb, knob", [(("fine_tune",), "fine-tuned", "quant.compute_dtype"),
+                                               ((), "evaluated", "eval.compute_dtype")])
+def test_replicates_trained_or_evaluated_in_another_dtype_are_refused(tmp_path, where, verb, knob):
     write_project(tmp_path, replicate=True)
     replicate = tmp_path / f"reports/predictions/snli/seeds/{REPLICATE_SEED}.json"
     metrics = json.loads(replicate.read_text())
-    metrics["fine_tune"]["compute_dtype"] = "bfloat16"
+    recorded = metrics
+    for key in where:
+        recorded = recorded[key]
+    recorded["compute_dtype"] = "bfloat16"
     replicate.write_text(json.dumps(metrics))
     done = subprocess.run([sys.executable, str(REPO / "stages/seeds.py"), "snli"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
-    assert done.returncode == 2 and "seed 42: float32, seed 7: bfloat16" in done.stderr
+    assert done.returncode == 2
+    assert (f"the replicates were {verb} in different compute dtypes (seed 42: float32, seed 7: bfloat16); pin {knob}"
+            in done.stderr)
     assert not (tmp_path / "metrics/eval/snli/seeds.json").exists()

@@ -174,17 +174,28 @@ def transitions_across_seeds(stability: list[dict], base_correct: np.ndarray, pr
             "regressed": int(regressed.sum()), "regressed_seed_dependent": int((regressed & dependent).sum())}
 
 
+def _check_one_dtype(set_name: str, dtypes: dict[int, str | None], verb: str, knob: str) -> None:
+    """Every replicate that records its dtype recorded the same one, or an error naming each seed's and ``knob``."""
+    recorded = {seed: dtype for seed, dtype in dtypes.items() if dtype}
+    if len(set(recorded.values())) > 1:
+        listed = ", ".join(f"seed {seed}: {dtype}" for seed, dtype in recorded.items())
+        raise InputError(f"eval set '{set_name}': the replicates were {verb} in different compute dtypes ({listed}); "
+                         f"pin {knob} and rerun them on one machine class.")
+
+
 def seed_report(cfg: Config, set_name: str, base_rows: list[dict], replicates: dict[int, list[dict]],
-                compute_dtypes: dict[int, str], features: dict[str, dict[str, str]]) -> tuple[dict, list[dict]]:
+                compute_dtypes: dict[int, str], features: dict[str, dict[str, str]],
+                eval_dtypes: dict[int, str | None] | None = None) -> tuple[dict, list[dict]]:
     """One evaluation set across training seeds (``replicates``: seed -> adapter predictions, train.seed first):
     the tracked metrics of metrics/eval/<set>/seeds.json and the per-row stability rows.
 
-    Every replicate must have been trained in the same compute dtype: a bf16 and an fp32 fine-tune differ by more
-    than their seeds, and a study that mixed them would count the dtype as seed noise."""
-    if len(set(compute_dtypes.values())) > 1:
-        listed = ", ".join(f"seed {seed}: {dtype}" for seed, dtype in compute_dtypes.items())
-        raise InputError(f"eval set '{set_name}': the replicates were fine-tuned in different compute dtypes "
-                         f"({listed}); pin quant.compute_dtype and rerun them on one machine class.")
+    Every replicate must have been trained in the same compute dtype (``compute_dtypes``) and evaluated in the same
+    one (``eval_dtypes``, where recorded): a bf16 and an fp32 fine-tune, or evaluation, differ by more than their
+    seeds (fp32 instead of bf16 evaluation moved 3% of one adapter's predictions), and a study that mixed them
+    would count the dtype as seed noise. ``auto`` resolves per machine, and DVC's run-cache or a remote can bring
+    a replicate from another machine."""
+    _check_one_dtype(set_name, compute_dtypes, "fine-tuned", "quant.compute_dtype")
+    _check_one_dtype(set_name, eval_dtypes or {}, "evaluated", "eval.compute_dtype")
     seeds = list(replicates)
     correct = correctness_matrix([base_rows, *replicates.values()], f"eval set '{set_name}'")
     stability = _stability_rows(base_rows, list(replicates.values()), correct,
