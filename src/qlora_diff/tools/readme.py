@@ -256,6 +256,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                           "train_throughput_no_native_bf16", "train_throughput_amx_bf16",
                                           "eval_numerics", "repro_fresh_clone", "repro_fresh_clone_native_bf16",
                                           "repro_fresh_clone_no_native_bf16", "repro_fresh_clone_amx_bf16",
+                                          "repro_fresh_clone_amx_bf16_slower_host",
                                           "batch_invariance", "batch_invariance_native_bf16",
                                           "batch_invariance_amx_bf16", "dtype_agreement", "dtype_agreement_amx_bf16",
                                           "html_report")},
