@@ -22,8 +22,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 $(OFFLINE_PLOTS): $(VENV)/.installed src/qlora_diff/tools/offline_plots.py src/qlora_diff/tools/templates/dvc_plots.html
 	$(BIN)/python -m qlora_diff.tools.offline_plots --out $@
 
+# Rebuild every result, then say whether it reproduces the committed run (verdict also in reproduction.md).
 repro: setup
 	$(BIN)/dvc repro
+	$(BIN)/python -m qlora_diff.analysis.reproduce
 
 test: setup
 	# The page tests drive Debian's chromium; install it when missing (root), as the tests themselves would.

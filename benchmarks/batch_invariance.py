@@ -1,26 +1,18 @@
 """Does a row's prediction depend on what else is in its batch? Every eval row scored at eval.batch_size 1, 7, 16
-and 64, for the base model and the adapter, in fp32 and bf16 compute (`eval.compute_dtype: auto` picks bf16 where
-it is native, except on CPUs with AMX, where it picks fp32): flips against batch size 16, the largest log-probability gap (0 when batches hold prompts of one
-length, as `label_logprobs` builds them; `report.near_tie_margin` must clear it), and throughput, all in one run so
-the ratios compare like with like.
+and 64, for the base model and the adapter, in fp32 (the default on every CPU) and bf16 compute: flips against batch
+size 16, the largest log-probability gap (0 when batches hold prompts of one length, as `label_logprobs` builds
+them; the fp32 noise floor in core/numerics.py must clear it), and throughput, all in one run so the ratios
+compare like with like.
 
-Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter] [--label CLASS]
-(after `dvc repro`; --label: results go to batch_invariance_CLASS.{json,md}, one file per machine class)
-bf16 is emulated (slow) on CPUs without AVX512-BF16, hence its smaller default sample. On a CPU with AMX, oneDNN is
-capped below AMX for the whole run, as each evaluate stage caps it for its bf16 process (ONEDNN_MAX_CPU_ISA=ALL
-measures the uncapped kernels); the results record the cap.
-Measure on a quiet machine: nothing else running.
+Run: python benchmarks/batch_invariance.py [--rows 1000] [--bf16-rows 200] [--models base adapter]
+(after `dvc repro`; quiet machine). bf16 is emulated (slow) on CPUs without native bf16, hence its smaller sample.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
-import torch
 from common import ADAPTER_DIR, rows, score, write_results
-
-from qlora_diff.core.runtime import cap_cpu_kernels_for_row_invariance
 
 BATCH_SIZES = (16, 1, 7, 64)  # 16 first: the reference (64 is the default eval.batch_size)
 REFERENCE = 16
@@ -37,9 +29,7 @@ def main() -> None:
     parser.add_argument("--bf16-rows", type=int, default=200, help="rows scored in bf16 (0: skip)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="which models to score (the base model's rows only change with the base model)")
-    parser.add_argument("--label", default="", help="machine class of this run: results go to batch_invariance_LABEL")
     args = parser.parse_args()
-    cap_cpu_kernels_for_row_invariance(torch.device("cpu"), "bfloat16")  # before the first matmul
     sizes = {"float32": len(rows(args.rows)), "bfloat16": len(rows(args.bf16_rows))}
     results = []
     for name in args.models:
@@ -62,8 +52,7 @@ def main() -> None:
                 print(results[-1], flush=True)
     notes = ["the first rows of data/prepared/eval/snli.jsonl (the default SNLI sample), loglik scoring, NF4 weights",
              f"flips and gaps are against eval.batch_size={REFERENCE} in the same compute dtype",
-             "examples/s: scoring only (model loading excluded); compare rows of one run as ratios",
-             f"oneDNN CPU kernel cap (ONEDNN_MAX_CPU_ISA): {os.environ.get('ONEDNN_MAX_CPU_ISA', 'none')}"]
+             "examples/s: scoring only (model loading excluded); compare rows of one run as ratios"]
     for name in args.models:
         rate = {r["compute dtype"]: r["examples/s"] for r in results
                 if r["model"] == name and r["eval.batch_size"] == REFERENCE}
@@ -71,7 +60,7 @@ def main() -> None:
             notes.append(f"{name}: fp32 compute scores {rate['float32'] / rate['bfloat16']:.2f}x the examples/s of "
                          f"bf16 compute at batch size {REFERENCE}")
     write_results("batch_invariance", "Batch invariance: predictions and log-probabilities across batch sizes",
-                  results, notes, args.label)
+                  results, notes)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -66,22 +65,16 @@ def timed(fn, repeats: int = 1) -> float:
     return best
 
 
-def cpu_model() -> str:
-    """The CPU's model name (results differ in speed and, across CPU families, in low-order bits)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
-    """What a result depends on: CPU (and whether it runs bf16 matmuls natively), threads, torch, CUDA."""
-    from qlora_diff.core.runtime import native_bf16
+    """The fingerprint every stage records (``runtime.machine_fingerprint``): what a result depends on."""
+    from qlora_diff.core.runtime import machine_fingerprint
 
-    return {"cpu": cpu_model(), "native_bf16": native_bf16(torch.device("cpu")), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    return machine_fingerprint(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def machine_key(fingerprint: dict) -> tuple:
+    """What makes two machines the same for a benchmark: CPU model, kernel flags, GPU and threads."""
+    return fingerprint["cpu"], tuple(fingerprint.get("cpu_flags", ())), fingerprint.get("gpu"), fingerprint["threads"]
 
 
 def clone_repo(directory: Path, cache_dir: Path | None = None) -> tuple[Path, dict[str, str]]:
@@ -106,13 +99,19 @@ def copy_run(source: Path, target: Path) -> None:
     subprocess.run(["dvc", "checkout", "--force"], cwd=target, check=True, stdout=subprocess.DEVNULL)
 
 
-def write_results(name: str, title: str, rows_out: list[dict], notes: list[str], label: str = "") -> None:
-    """benchmarks/results/<name>.json and .md (<name>_<label> with a machine-class ``label``: one file per class),
-    committed so the README can quote them."""
-    out = REPO / "benchmarks" / "results"
-    name = f"{name}_{label}" if label else name
-    atomic.write_json(out / f"{name}.json", {"machine": machine(), "results": rows_out, "notes": notes})
-    table = tabulate([list(r.values()) for r in rows_out], headers=list(rows_out[0]), tablefmt="github")
-    atomic.write_text(out / f"{name}.md", f"# {title}\n\n{table}\n\nMachine: {machine()}\n\n"
-                      + "\n".join(f"- {n}" for n in notes) + "\n")
-    print(table)
+def write_results(name: str, title: str, rows_out: list[dict], notes: list[str], summary: dict | None = None
+                  ) -> None:
+    """benchmarks/results/<name>.json: one file per benchmark, one run per machine fingerprint. This run replaces
+    the one of the same machine (``machine_key``) and keeps the others: a new machine adds a run, not a file.
+    ``summary``: named numbers that tests or code read back."""
+    path = REPO / "benchmarks" / "results" / f"{name}.json"
+    this = machine()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"] if path.is_file() else []
+    runs = [run for run in runs if machine_key(run["machine"]) != machine_key(this)]
+    runs.append({"machine": this, "commit": commit, "results": rows_out, "notes": notes, **({"summary": summary}
+                                                                                         if summary else {})})
+    runs.sort(key=lambda run: machine_key(run["machine"]))
+    atomic.write_json(path, {"title": title, "runs": runs})
+    print(tabulate([list(r.values()) for r in rows_out], headers=list(rows_out[0]), tablefmt="github"))

@@ -18,7 +18,7 @@ study can grow one config at a time; a config never run is reported as missing. 
 of both configs' experiments; when either config is rerun elsewhere, the comparison is reported as stale (with the
 verdict it had) until its challenger is rerun beside the reference.
 
-Results: benchmarks/results/seed_study.json and .md, quoted by the README (python -m qlora_diff.tools.readme).
+Results: benchmarks/results/seed_study.json, quoted by the README (python -m qlora_diff.tools.readme).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
 from qlora_diff.tools.readme import seed_study
 
-RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {   # config -> `dvc exp run -S` overrides
     "default": ["train.extra_seeds=[1,2,3,4]"],
     "r8": ["lora.r=8", "train.extra_seeds=[1,2]"],
@@ -151,9 +150,7 @@ def main() -> None:
     if args.action == "run":
         run(args.only or list(CONFIGS))
     atomic.write_json(REPO / SEED_STUDY, collect())
-    summary = seed_study(REPO)   # the README's block, from the file just written
-    atomic.write_text(RESULTS / "seed_study.md", f"# Seed study\n\n{summary}\n")
-    print(summary)
+    print(seed_study(REPO))   # the README's block, from the file just written
 
 
 if __name__ == "__main__":

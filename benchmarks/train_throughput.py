@@ -17,11 +17,12 @@ one run so the ratios compare like with like.  Each measurement runs in its own 
 - forward+backward alone of the default stage's own batches (its Trainer's dataloader, `finetune.build_trainer`),
   over the same steps, as the stage computes them and with the same rows whole and padded: the first shows what
   the Trainer loop adds, the second a ceiling of the very rows the stage trains on (an average, not a best-of).
-  Where small per-op costs dominate a step (AMX), removing the prefix and the padding saves fewer seconds than
+  Where small per-op costs dominate a step, removing the prefix and the padding saves fewer seconds than
   positions, so the computed-token share of a ceiling falls even as the stage gets faster; these rows say which.
 
-Run: python benchmarks/train_throughput.py [--label CLASS] [--dtypes float32,bfloat16]   (after `dvc repro prepare`; quiet machine: nothing else
-running; --label: results go to train_throughput_CLASS.{json,md}, one file per machine class)
+Run: python benchmarks/train_throughput.py [--dtypes float32,bfloat16] [--default-only]
+(after `dvc repro prepare`; quiet machine: nothing else running; --default-only: the ceiling, the default variant
+and its bare rows only, the reference numerics' target)
 """
 
 from __future__ import annotations
@@ -241,8 +242,8 @@ def main() -> None:
                   "stage": lambda: stage(args[0], args[1], int(args[2]))}[kind]()
         print(json.dumps(result))
         return
-    label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else ""
     dtypes = sys.argv[sys.argv.index("--dtypes") + 1].split(",") if "--dtypes" in sys.argv else DTYPES
+    variants = [DEFAULT_VARIANT] if "--default-only" in sys.argv else list(VARIANTS)
     from common import config
 
     train, examples = config().train, train_examples()
@@ -253,7 +254,7 @@ def main() -> None:
         results.append(table_row(dtype, "forward+backward ceiling",
                                   {**top, "computed tokens/s": top["tokens/s"], "shared prefix tokens": 0}, top))
         print(results[-1], flush=True)
-        for variant in VARIANTS:
+        for variant in variants:
             run = steady_state(dtype, variant, window)
             results.append(table_row(dtype, variant, run, top))
             print(results[-1], flush=True)
@@ -265,6 +266,7 @@ def main() -> None:
                     print(results[-1], flush=True)
     rate = {(r["compute dtype"], r["measurement"]): r["tokens/s"] for r in results}
     unshared, shared, skipped, grouped, every_forward, upcast_sdpa = VARIANTS
+    ratios = len(variants) == len(VARIANTS)   # the variant ratios need every variant
     notes = [f"ceiling: best of {STEPS} bare forward+backward passes of train.batch_size full rows after a warm-up; "
              f"finetune stage: finetune() (Trainer, AdamW, logging) for {WARMUP_STEPS} and for "
              f"{WARMUP_STEPS + window} optimizer steps, the rate of the {window} steps in between (model "
@@ -279,15 +281,13 @@ def main() -> None:
                f"{rate[dtype, skipped] / rate[dtype, every_forward]:.2f}x; frozen weights in the compute dtype with "
                f"eager attention / float32 frozen weights with SDPA (train.upcast_frozen, train.attention, both "
                f"default otherwise): {rate[dtype, skipped] / rate[dtype, upcast_sdpa]:.2f}x"
-               for dtype in dtypes),
+               for dtype in dtypes if ratios),
              *loop_notes, *padding_notes(examples, train)]
-    if len(dtypes) == 2:
+    if len(dtypes) == 2 and ratios:
         notes += [f"bf16 / fp32, finetune stage with shared prefix: {rate['bfloat16', shared] / rate['float32', shared]:.2f}x",
                   f"bf16 / fp32, ceilings: {rate['bfloat16', 'forward+backward ceiling'] / rate['float32', 'forward+backward ceiling']:.2f}x"]
-    notes += ["bf16 compute is fast only on CPUs with native bf16 matmuls (AVX512-BF16/AMX); elsewhere it is emulated "
-             "and fp32 is faster, which is what quant.compute_dtype: auto picks (runtime.resolve_compute_dtype)"]
-    write_results("train_throughput", "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes,
-                  label)
+    notes += ["bf16 compute is fast only on CPUs with native bf16 matmuls; elsewhere it is emulated and fp32 is faster"]
+    write_results("train_throughput", "Training throughput (QLoRA NF4, LoRA r from params.yaml)", results, notes)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# /proc/cpuinfo flag sets, for tests that pick the hardware class by monkeypatching runtime.cpu_flags
-ZEN4 = {"avx2", "avx512f", "avx512_bf16"}
-XEON_WITHOUT_BF16 = {"avx2", "avx512f", "avx512_vnni"}
+# /proc/cpuinfo flag sets, for tests that pick the CPU's features by monkeypatching runtime.cpu_flags
+BF16_FLAGS = {"avx2", "avx512f", "avx512_bf16"}
+AMX_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+NO_BF16_FLAGS = {"avx2", "avx512f", "avx512_vnni"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -25,7 +25,7 @@ from qlora_diff.analysis.explain import explain
 from qlora_diff.analysis.stats import mcnemar_exact_p, paired_bootstrap_ci, significant
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import InputError
-from qlora_diff.render.report import _row_invariance, headline, render_set_section
+from qlora_diff.render.report import _row_invariance, headline, machine_summary, render_set_section
 
 
 def render(cfg, name: str, base: list[dict], adapter: list[dict]) -> str:
@@ -94,11 +94,18 @@ def test_report_has_every_section_and_a_summary_sentence():
 
 def test_the_metrics_table_says_whether_eval_predictions_could_move_with_batch_size():
     assert _row_invariance({"compute_dtype": "float32"}) == "n/a"   # metrics from before the probe
-    assert _row_invariance({"row_invariant_matmuls": True, "cpu_kernel_cap": None}) == "yes"
-    assert _row_invariance({"row_invariant_matmuls": True, "cpu_kernel_cap": "AVX512_CORE_BF16"}) == (
-        "yes (oneDNN capped at AVX512_CORE_BF16)")
-    assert _row_invariance({"row_invariant_matmuls": False, "cpu_kernel_cap": "ALL"}) == (
-        "NO: predictions may move with eval.batch_size (oneDNN capped at ALL)")
+    assert _row_invariance({"row_invariant_matmuls": True}) == "yes"
+    assert _row_invariance({"row_invariant_matmuls": False}) == "NO: predictions may move with eval.batch_size"
+
+
+def test_the_machine_is_summarized_in_one_line():
+    machine = {"cpu": "Test CPU", "cpu_flags": ["avx2", "fma"], "gpu": None, "threads": 2, "torch": "2.13.0",
+               "transformers": "5.0.0", "peft": None, "bitsandbytes": "0.50.0"}
+    assert machine_summary(machine) == ("Test CPU (avx2 fma), 2 threads; torch 2.13.0, transformers 5.0.0, "
+                                        "bitsandbytes 0.50.0")
+    assert machine_summary({**machine, "gpu": "H100", "cpu_flags": []}).startswith(
+        "Test CPU (no listed ISA flags), GPU H100, 2 threads")
+    assert machine_summary(None) == "n/a"
 
 
 def test_compare_and_report_stages_write_every_output(tmp_path):

@@ -18,7 +18,7 @@ FIELDS = {
     "prompt_tokens_per_second": NUMBER, "peak_memory_gb": NUMBER, "peak_gpu_memory_gb": (type(None), float),
     "parameters_total": int, "parameters_trainable": int, "unparseable": int, "chance_accuracy": NUMBER,
     "majority_class_accuracy": NUMBER, "method": str, "eval_set": str, "compute_dtype": str,
-    "cpu_kernel_cap": (type(None), str), "row_invariant_matmuls": bool,
+    "near_tie_margin": float, "row_invariant_matmuls": bool, "machine": dict,
 }
 
 

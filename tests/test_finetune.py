@@ -9,7 +9,7 @@ import bitsandbytes as bnb
 import pytest
 import torch
 import yaml
-from conftest import XEON_WITHOUT_BF16, ZEN4, prepare_all, snli_rows, tiny_params
+from conftest import BF16_FLAGS, prepare_all, snli_rows, tiny_params
 
 from qlora_diff.core import atomic
 from qlora_diff.core.config import load_config, parse_config
@@ -476,25 +476,28 @@ def test_checkpoints_of_other_params_are_not_resumed(prepared):
 
 
 def test_auto_dtype_is_recorded_and_a_checkpoint_of_the_other_dtype_is_not_resumed(prepared, monkeypatch):
-    """A checkpoint left by a machine of the other class (say, a shared workspace) must not be continued in this
-    class's dtype: the fingerprint holds the resolved dtype, not the word ``auto``."""
+    """A checkpoint left by a bf16 run (say, a shared workspace) must not be continued by an ``auto`` run, which
+    resolves to float32 on a CPU: the fingerprint holds the resolved dtype, not the word ``auto``."""
     from qlora_diff.core import runtime
 
-    params = tiny_params(quant={"compute_dtype": "auto"}, train={"max_steps": 2, "save_steps": 1})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: BF16_FLAGS)   # native bf16 does not make auto pick it
+    params = tiny_params(quant={"compute_dtype": "bfloat16"}, train={"max_steps": 2, "save_steps": 1})
     (prepared / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: ZEN4)
     bf16 = run_finetune(prepared, "models/bf16")
     assert (bf16["compute_dtype"], bf16["frozen_weights_dtype"], bf16["attention"]) == ("bfloat16", "bfloat16", "eager")
+    assert bf16["machine"]["cpu_flags"] == ["avx2", "avx512f", "avx512_bf16"]
     checkpoint = prepared / "checkpoints/finetune"
     (checkpoint / "checkpoint-1").mkdir(parents=True)   # as if the bf16 run had been cut off after a save
     (checkpoint / "checkpoint-1" / "trainer_state.json").write_text("{}")
     (checkpoint / "fingerprint.json").write_text(json.dumps(
         {"fingerprint": run_fingerprint(load_config(prepared / "params.yaml"), prepared / "data/prepared/train.jsonl",
                                         prepared / "models/base", "bfloat16")}))
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: XEON_WITHOUT_BF16)
+    params["quant"]["compute_dtype"] = "auto"
+    (prepared / "params.yaml").write_text(yaml.safe_dump(params))
     fp32 = run_finetune(prepared, "models/fp32")
     assert fp32["compute_dtype"] == "float32" and fp32["resumed_from_checkpoint"] is False and fp32["steps"] == 2
     assert fp32["frozen_weights_dtype"] == "float32"
+    assert "machine" not in (prepared / "models/fp32/README.md").read_text()   # the card holds no machine facts
 
 
 def test_target_modules_typo_stops_before_the_model_loads(prepared, monkeypatch):

@@ -17,6 +17,7 @@ from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
 from qlora_diff.analysis.stats import GroupRow, group_table, mcnemar_exact_p, paired_bootstrap_ci, significant
 from qlora_diff.core.config import Config, ReportConfig
 from qlora_diff.core.errors import InputError
+from qlora_diff.core.numerics import noise_floor
 
 CATEGORIES = ("corrected", "regressed", "still_wrong", "still_right")
 Pair = tuple[dict, dict]
@@ -156,6 +157,15 @@ class Comparison:
         return {"eval_set": self.set_name, **scalars}
 
 
+def near_tie_margin(cfg: Config, base_metrics: dict, adapter_metrics: dict) -> float:
+    """``report.near_tie_margin``, or for ``auto`` the larger noise floor of the dtypes the two models were evaluated
+    in, as their metrics record it (metrics without the field: the floor of their recorded dtype, else float32)."""
+    if cfg.report.near_tie_margin != "auto":
+        return cfg.report.near_tie_margin
+    return max(metrics.get("near_tie_margin", noise_floor(metrics.get("compute_dtype", "float32")))
+               for metrics in (base_metrics, adapter_metrics))
+
+
 def near_tie_counts(pairs: list[Pair], threshold: float) -> dict:
     """Corrected and regressed rows where either model's margin is below ``threshold`` (the measured noise floor):
     rounding alone could flip them. The McNemar test is repeated without them."""
@@ -239,7 +249,7 @@ def compare_predictions(cfg: Config, pairs: list[Pair], labels: list[str], base_
             "adapter": {l: adapter_pred.count(l) for l in shown},
         },
         "transitions": {f"{b}->{a}": transitions.get((b, a), 0) for b in shown for a in shown},
-        **near_tie_counts(pairs, cfg.report.near_tie_margin),
+        **near_tie_counts(pairs, near_tie_margin(cfg, base_metrics, adapter_metrics)),
         "prior_split": prior_split(cfg, pairs, base_metrics, adapter_metrics),
     }
 

@@ -243,49 +243,57 @@ def compare_runs(run_a: Run, run_b: Run, cfg: Config, name_a: str = "A", name_b:
     return out
 
 
-def _read_jsonl(path, repo: str, rev: str | None) -> list[dict]:
-    """A JSONL output of run ``rev``; a clear error when neither the workspace, the DVC cache nor a remote has it
-    (a clone that has not pulled, or a run from another machine)."""
+def read_text_at(path: Path, repo: str, rev: str | None) -> str | None:
+    """A file of run ``rev`` (a git revision or DVC experiment name; None: the workspace) from git, the DVC cache or
+    a remote; None where the run has no such file. An unknown revision is an error that names it."""
     import dvc.api
     from dvc.exceptions import PathMissingError
+    from dvc.scm import RevError
+    from scmrepo.exceptions import RevError as GitRevError
 
     try:
-        text = dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")
-    except (FileNotFoundError, PathMissingError) as exc:
-        raise InputError(f"run {rev or 'workspace'!r}: {path} is in neither its DVC cache nor a remote; fetch it "
-                         f"(`dvc pull`, `dvc exp pull REMOTE EXP`) or reproduce that run (`dvc repro`)") from exc
+        return dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")
+    except (FileNotFoundError, PathMissingError):
+        return None
+    except (RevError, GitRevError):
+        raise InputError(f"unknown revision {rev!r}: give a git commit, branch or tag, a DVC experiment name "
+                         "(`dvc exp list`), or 'workspace'") from None
+
+
+def read_jsonl_at(path: Path, repo: str, rev: str | None) -> list[dict]:
+    """A JSONL output of run ``rev``; a clear error when neither git, the DVC cache nor a remote has it."""
+    text = read_text_at(path, repo, rev)
+    if text is None:
+        raise InputError(f"run {rev or 'workspace'!r}: {path} is in neither git, its DVC cache nor a remote; fetch "
+                         f"it (`dvc pull`, `dvc exp pull REMOTE EXP`) or reproduce that run (`dvc repro`)")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _recorded_dtype(path: Path, repo: str, rev: str | None) -> str | None:
     """The ``compute_dtype`` a metrics file of run ``rev`` records; None for a run without the file or the field."""
-    import dvc.api
-    from dvc.exceptions import PathMissingError
-
-    try:
-        return json.loads(dvc.api.read(str(path), repo=repo, rev=rev, encoding="utf-8")).get("compute_dtype")
-    except (FileNotFoundError, PathMissingError):
-        return None
+    text = read_text_at(path, repo, rev)
+    return json.loads(text).get("compute_dtype") if text is not None else None
 
 
 def read_run(rev: str | None, repo: str = ".") -> Run:
     """Every evaluation set's adapter predictions at ``rev`` (a git revision or DVC experiment name; None: the
     workspace), each replicate's too, the slice features where the run has them and the compute dtypes its metrics
     record, read through ``dvc.api`` from git, the DVC cache or remote, without a checkout."""
-    import dvc.api
     from ruamel.yaml import YAML
 
-    params = YAML(typ="safe", pure=True).load(dvc.api.read("params.yaml", repo=repo, rev=rev, encoding="utf-8"))
+    params = YAML(typ="safe", pure=True).load(read_text_at(Path("params.yaml"), repo, rev) or "")
+    if not params or "eval_sets" not in params:
+        raise InputError(f"run {rev or 'workspace'!r} has no params.yaml with eval_sets")
     train = params.get("train") or {}
     extra = train.get("extra_seeds") or []
     replicates, slices = {}, {}
     dtypes = {FINE_TUNE: _recorded_dtype(paths.FINETUNE_METRICS, repo, rev)}
     for set_name in params["eval_sets"]:
-        replicates[set_name] = {train.get("seed", 42): _read_jsonl(paths.predictions(set_name, "adapter"), repo, rev)}
+        replicates[set_name] = {train.get("seed", 42): read_jsonl_at(paths.predictions(set_name, "adapter"), repo, rev)}
         for seed in extra:
-            replicates[set_name][seed] = _read_jsonl(paths.replicate_predictions(set_name, seed), repo, rev)
+            replicates[set_name][seed] = read_jsonl_at(paths.replicate_predictions(set_name, seed), repo, rev)
         try:
-            slices[set_name] = _read_jsonl(paths.slice_rows(set_name), repo, rev)
+            slices[set_name] = read_jsonl_at(paths.slice_rows(set_name), repo, rev)
         except InputError:   # a run from before the slices stage
             pass
         dtypes[set_name] = _recorded_dtype(paths.eval_metrics(set_name, "adapter"), repo, rev)

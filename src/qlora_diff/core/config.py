@@ -123,7 +123,7 @@ class PromptConfig:
 @dataclass(frozen=True)
 class QuantConfig:
     """bitsandbytes 4-bit loading, shared by fine-tuning and both evaluations. ``compute_dtype`` is the
-    fine-tune's; ``auto`` resolves per machine (runtime.resolve_compute_dtype). Evaluation has its own.
+    fine-tune's; ``auto``: float32 on CPUs, bf16 on CUDA GPUs (runtime.resolve_compute_dtype). Evaluation has its own.
     ``dequantize``: when the frozen 4-bit weights are dequantized (runtime.dequantizes_once); results are the
     same either way, only speed and memory differ."""
 
@@ -178,8 +178,7 @@ class EvalConfig:
     batch_size: int = field(default=64, metadata=_range(1))  # loglik: changes speed only (one-length batches)
     max_new_tokens: int = field(default=8, metadata=_range(1, 512))
     calibration: Literal["none", "contextual", "batch"] = "none"
-    # auto: float32 on CPUs with AMX, else as quant.compute_dtype (runtime.resolve_eval_dtype); loglik is
-    # batch-invariant in each
+    # auto: float32 on every CPU, bfloat16 on CUDA GPUs with native bf16 (runtime.resolve_compute_dtype)
     compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
 
@@ -191,7 +190,8 @@ class ReportConfig:
     seed: int = 0
     confidence: float = field(default=0.95, metadata=_range(0.5, 0.999))
     calibration_bins: int = field(default=10, metadata=_range(2, 100))    # equal-width bins for ECE and the diagram
-    near_tie_margin: float = field(default=0.0001, metadata=_range(0))  # nats; batch_invariance.py measures it
+    # nats; auto: the noise floor of the dtype each model was evaluated in (core/numerics.py), as its metrics record
+    near_tie_margin: Union[float, Literal["auto"]] = field(default="auto", metadata=_range(0))
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ class SlicesConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = field(default=0, metadata=_range(0))
+    threads: int = field(default=2, metadata=_range(0))  # fp32 training's bits follow it (benchmarks/threads.py)
 
 
 @dataclass(frozen=True)

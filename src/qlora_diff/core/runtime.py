@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import sys
 import time
@@ -21,61 +22,61 @@ def select_device(cfg: Config) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
 
 
-# /proc/cpuinfo flags of x86 CPUs that run bf16 matmuls natively (Zen 4+, Cooper Lake, Sapphire Rapids+).
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The CPU feature flags that change speed or rounding of this project's kernels: recorded in every fingerprint.
+FINGERPRINT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls run in hardware on ``device``; elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    return set(cpu_info().get("flags", "").split())
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls in hardware: CUDA GPUs from Ampere on. CPUs are never chosen for bf16
+    by ``auto``: their bf16 kernels round differently per CPU family, so results would follow the machine."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def resolve_compute_dtype(requested: str, device: torch.device) -> str:
-    """``auto`` -> ``bfloat16`` where bf16 matmuls are native on ``device``, else ``float32``; others unchanged."""
+    """``auto`` -> ``bfloat16`` on a CUDA GPU with native bf16, ``float32`` everywhere else (every CPU: the
+    reference numerics, the same predictions on any CPU); explicit values are honoured."""
     if requested != "auto":
         return requested
-    return "bfloat16" if native_bf16(device) else "float32"
+    return "bfloat16" if bf16_supported(device) else "float32"
 
 
-def amx_cpu(device: torch.device) -> bool:
-    """Whether ``device`` is a CPU with AMX, whose oneDNN bf16 kernels tile a matmul by its row count."""
-    return device.type == "cpu" and "amx_bf16" in cpu_flags()
+def machine_fingerprint(device: torch.device) -> dict:
+    """What a run's numbers may depend on besides its inputs and params: CPU model and the ISA flags that change
+    kernels, the GPU, the threads, and the versions of the numeric libraries. Recorded in every stage's metrics."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
-def resolve_eval_dtype(requested: str, device: torch.device) -> str:
-    """``eval.compute_dtype``: ``auto`` -> the fastest dtype whose predictions do not move with the batch size.
-    That is ``float32`` on a CPU with AMX: bf16 there is batch-invariant only with oneDNN capped below AMX, and
-    capped bf16 evaluation is 1.3-1.5x slower than fp32 (docs/benchmarks.md#batch-invariance-on-the-intel-xeon-with-amx).
-    Elsewhere as the fine-tune (``resolve_compute_dtype``); explicit values unchanged."""
-    if requested == "auto" and amx_cpu(device):
-        return "float32"
-    return resolve_compute_dtype(requested, device)
-
-
-# oneDNN's AMX bf16 kernels tile a matmul by its row count, so one row's result moves with the batch it is in (on
-# 1,000 SNLI rows, batch 1/7/64 flipped 3-7% of the base model's predictions against batch 16). Its AVX512-BF16 kernels
-# do not: capping oneDNN there keeps bf16 evaluation batch-invariant (docs/benchmarks.md#batch-invariance).
-ROW_INVARIANT_CPU_ISA = "AVX512_CORE_BF16"
-
-
-def cap_cpu_kernels_for_row_invariance(device: torch.device, compute_dtype: str) -> str | None:
-    """Cap oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``) for bf16 on a CPU with AMX; return the cap in force (None: not
-    needed). oneDNN reads the cap once, at its first kernel, so this runs before the process's first matmul; a
-    cap the user set (``ALL`` lifts it) is kept. ``matmul_rows_invariant`` checks that it took effect."""
-    if compute_dtype != "bfloat16" or not amx_cpu(device):
-        return None
-    return os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ROW_INVARIANT_CPU_ISA)
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_info().get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": [flag for flag in FINGERPRINT_CPU_FLAGS if flag in flags],
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **{name: installed(name) for name in ("transformers", "peft", "bitsandbytes")},
+    }
 
 
 def matmul_rows_invariant(model: torch.nn.Module, compute_dtype: str, prompt_tokens: int = 48) -> bool:

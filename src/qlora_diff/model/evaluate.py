@@ -12,15 +12,15 @@ from qlora_diff.analysis.calibration import calibration_metrics, label_probs, ma
 from qlora_diff.analysis.metrics import UNPARSEABLE, classification_metrics
 from qlora_diff.core import atomic
 from qlora_diff.core.config import Config
+from qlora_diff.core.numerics import noise_floor
 from qlora_diff.core.runtime import (
-    ROW_INVARIANT_CPU_ISA,
     Stopwatch,
-    cap_cpu_kernels_for_row_invariance,
     configure_threads,
+    machine_fingerprint,
     matmul_rows_invariant,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
-    resolve_eval_dtype,
+    resolve_compute_dtype,
     select_device,
 )
 from qlora_diff.data.prompts import answer_token_ids, format_prompt
@@ -32,22 +32,21 @@ log = logging.getLogger(__name__)
 
 def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tuple[torch.nn.Module, dict]:
     """The quantized base model in ``eval.compute_dtype``, with the adapter attached when given, in eval mode, and
-    what its numbers depend on (for the metrics): the dtype as resolved for the device, the CPU kernel cap and
-    whether matmul rows are batch-invariant in this process (a warning when not)."""
+    what its numbers depend on (for the metrics): the dtype as resolved for the device, its near-tie noise floor,
+    whether matmul rows are batch-invariant in this process (a warning when not) and the machine's fingerprint."""
     device = select_device(cfg)
-    compute_dtype = resolve_eval_dtype(cfg.eval.compute_dtype, device)
-    cap = cap_cpu_kernels_for_row_invariance(device, compute_dtype)  # before the first matmul
+    compute_dtype = resolve_compute_dtype(cfg.eval.compute_dtype, device)
     model = load_causal_lm(model_dir, cfg, device, compute_dtype)
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
-    numerics = {"compute_dtype": compute_dtype, "cpu_kernel_cap": cap,
-                "row_invariant_matmuls": matmul_rows_invariant(model, compute_dtype)}
+    numerics = {"compute_dtype": compute_dtype, "near_tie_margin": noise_floor(compute_dtype),
+                "row_invariant_matmuls": matmul_rows_invariant(model, compute_dtype),
+                "machine": machine_fingerprint(device)}
     if not numerics["row_invariant_matmuls"]:
         log.warning("%s matmuls on %s give a prompt different bits in different batch sizes: predictions may depend "
-                    "on eval.batch_size (on a CPU with AMX, evaluate in a fresh process, which caps oneDNN at %s)",
-                    compute_dtype, device, ROW_INVARIANT_CPU_ISA)
+                    "on eval.batch_size (float32, the default on CPUs, does not)", compute_dtype, device)
     return model.requires_grad_(False).eval(), numerics
 
 

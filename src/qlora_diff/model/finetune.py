@@ -16,10 +16,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from qlora_diff.core import atomic
 from qlora_diff.core.config import Config
+from qlora_diff.core.numerics import RUN_DEPENDENT_METRICS
 from qlora_diff.core.progress import show_progress
 from qlora_diff.core.runtime import (
     Stopwatch,
     configure_threads,
+    machine_fingerprint,
     peak_gpu_memory_gb,
     peak_process_memory_gb,
     resolve_attention,
@@ -302,12 +304,6 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, device: torch.device, 
     )
 
 
-# Metrics that differ between two runs of the same params; kept out of the adapter directory so its hash
-# (the dependency of evaluate_adapter in dvc.lock) only changes when the adapter does.
-RUN_DEPENDENT_METRICS = ("seconds", "tokens_per_second", "peak_memory_gb", "peak_gpu_memory_gb", "device",
-                         "resumed_from_checkpoint")
-
-
 def save_adapter(model: torch.nn.Module, adapter_dir: Path) -> None:
     """``save_pretrained`` with set-valued config fields sorted: PEFT stores ``target_modules`` as a set, which
     JSON-serializes in hash-seed order and would make ``adapter_config.json`` differ between identical runs."""
@@ -418,6 +414,7 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
             "frozen_weights_dtype": frozen_weights_dtype(model),
             "attention": model.config._attn_implementation,
             "shared_prefix_tokens": setup.shared_prefix_tokens,
+            "machine": machine_fingerprint(setup.device),
         }
         write_model_card(tmp, cfg, metrics, base_info)
     atomic.write_json(metrics_path, metrics)

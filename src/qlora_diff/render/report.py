@@ -38,13 +38,22 @@ def summary_paragraph(stats: dict) -> str:
 
 def _row_invariance(metrics: dict) -> str:
     """Whether the eval's matmuls gave a prompt the same bits in any batch (its predictions then cannot move with
-    ``eval.batch_size``), and the CPU kernel cap that made them so."""
+    ``eval.batch_size``)."""
     invariant = metrics.get("row_invariant_matmuls")
     if invariant is None:
         return "n/a"
-    cap = metrics.get("cpu_kernel_cap")
-    return ("yes" if invariant else "NO: predictions may move with eval.batch_size") + (
-        f" (oneDNN capped at {cap})" if cap else "")
+    return "yes" if invariant else "NO: predictions may move with eval.batch_size"
+
+
+def machine_summary(machine: dict | None) -> str:
+    """A run's machine fingerprint (``runtime.machine_fingerprint``) in one line."""
+    if not machine:
+        return "n/a"
+    libraries = ", ".join(f"{name} {machine[name]}" for name in ("torch", "transformers", "peft", "bitsandbytes")
+                          if machine.get(name))
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    return (f"{machine['cpu']} ({' '.join(machine['cpu_flags']) or 'no listed ISA flags'}){gpu}, "
+            f"{machine['threads']} threads; {libraries}")
 
 
 def _metric_rows(base: dict, adapter: dict) -> list[list]:
@@ -59,6 +68,7 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
         ["chance / majority class", f"{_pct(base.get('chance_accuracy'))} / {_pct(base.get('majority_class_accuracy'))}",
          ""],
         ["eval compute dtype", *both("compute_dtype")],
+        ["eval near-tie floor, nats", *both("near_tie_margin", lambda v: f"{v:g}")],
         ["eval matmuls batch-invariant", _row_invariance(base), _row_invariance(adapter)],
         ["eval seconds", *both("seconds")],
         ["eval examples/s", *both("examples_per_second")],
@@ -91,7 +101,8 @@ def _near_tie_lines(stats: dict) -> list[str]:
         return []
     return [f"- Near-ties: {stats['corrected_near_tie']} corrected and {stats['regressed_near_tie']} regressed rows have a "
             f"margin (top label's log-probability minus the runner-up's) below {stats['near_tie_margin']:g} nats in "
-            f"either model, the measured noise floor (`report.near_tie_margin`); rounding alone could flip them. "
+            f"either model, the noise floor of the dtype they were scored in (`report.near_tie_margin`); rounding "
+            f"alone could flip them. "
             f"Without them: {stats['corrected_beyond_noise']} corrected vs {stats['regressed_beyond_noise']} regressed, "
             f"McNemar p = {stats['mcnemar_p_value_beyond_noise']:.4g}."]
 
@@ -238,6 +249,7 @@ def render_set_section(comparison: Comparison, explanation: Explanation, seeds: 
                ["corrected", "regressed", "still wrong", "still right"]), "",
         "### Metrics side by side", "",
         _table(_metric_rows(comparison.base_metrics, comparison.adapter_metrics), ["", "base", "adapter"]), "",
+        f"Evaluated on: {machine_summary(comparison.adapter_metrics.get('machine'))}.", "",
         "### Significance", "",
         f"- Accuracy difference: {100 * stats['accuracy_delta']:+.2f} points, "
         f"{_level(stats['ci_confidence'])} paired bootstrap CI [{100 * stats['accuracy_delta_ci_low']:+.2f}, "
@@ -351,5 +363,6 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
         f"{finetune.get('compute_dtype', 'n/a')} ({frozen_weights_and_attention(finetune)}) on "
         f"{finetune.get('device', 'n/a')}, "
         f"{finetune.get('shared_prefix_tokens', 0)} shared prompt-prefix tokens run once per batch.", "",
+        f"Machine: {machine_summary(finetune.get('machine'))}.", "",
     ]
     return "\n".join(parts + [sections[name] for name in sets])

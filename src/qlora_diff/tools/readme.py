@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
-from qlora_diff.render.report import frozen_weights_and_attention
+from qlora_diff.render.report import frozen_weights_and_attention, machine_summary
 
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
@@ -132,16 +132,30 @@ def calibration(root: Path) -> str:
 
 
 def _machine(result: dict) -> str:
-    """The machine line of a benchmark result: its CPU, bf16 support, threads, torch, CUDA (what it recorded)."""
-    return f"Machine: {', '.join(f'{key} {value}' for key, value in result['machine'].items())}."
+    """The machine line of a seed-study entry: its fingerprint, or the fields an older entry recorded."""
+    machine = result["machine"]
+    if "cpu_flags" in machine:
+        return f"Machine: {machine_summary(machine)}."
+    return f"Machine: {', '.join(f'{key} {value}' for key, value in machine.items())}."
+
+
+BENCHMARKS = ("batch_invariance", "dtype_agreement", "eval_numerics", "eval_throughput", "html_report",
+              "repro_fresh_clone", "threads", "train_throughput")   # benchmarks/<name>.py -> results/<name>.json
 
 
 def benchmark(name: str) -> Callable[[Path], str]:
+    """A benchmark's results file: per machine that ran it, the machine, the commit, the table and the notes."""
     def render(root: Path) -> str:
-        data = _load(root, f"benchmarks/results/{name}.json")
-        table = tabulate([list(r.values()) for r in data["results"]], headers=list(data["results"][0]),
-                         tablefmt="github")
-        return "\n".join([table, "", _machine(data), "", *(f"- {note}" for note in data["notes"])])
+        path = root / "benchmarks" / "results" / f"{name}.json"
+        if not path.is_file():
+            return f"Not run yet: `python benchmarks/{name}.py`."
+        parts = []
+        for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
+            rows = run["results"]
+            parts += [f"**{machine_summary(run['machine'])}**, commit {run['commit']}:", "",
+                      tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="github"), "",
+                      *(f"- {note}" for note in run["notes"]), ""]
+        return "\n".join(parts)
 
     return render
 
@@ -252,14 +266,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "timing": timing,
     "explanations": explanations,
     "calibration": calibration,
-    **{name: benchmark(name) for name in ("eval_throughput", "train_throughput", "train_throughput_native_bf16",
-                                          "train_throughput_no_native_bf16", "train_throughput_amx_bf16",
-                                          "eval_numerics", "repro_fresh_clone", "repro_fresh_clone_native_bf16",
-                                          "repro_fresh_clone_no_native_bf16", "repro_fresh_clone_amx_bf16",
-                                          "repro_fresh_clone_amx_bf16_slower_host",
-                                          "batch_invariance", "batch_invariance_native_bf16",
-                                          "batch_invariance_amx_bf16", "dtype_agreement", "dtype_agreement_amx_bf16",
-                                          "html_report")},
+    **{name: benchmark(name) for name in BENCHMARKS},
 }
 
 
