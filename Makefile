@@ -36,6 +36,7 @@ benchmark: setup
 	$(BIN)/python benchmarks/eval_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_numerics.py
+	$(BIN)/python benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV)

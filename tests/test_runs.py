@@ -108,7 +108,7 @@ def test_runs_evaluated_in_different_dtypes_carry_a_caveat_naming_both(tmp_path)
 def test_a_run_whose_predictions_are_not_in_the_cache_is_refused_by_revision_and_path(tmp_path):
     repo = two_run_repo(tmp_path)
     shutil.rmtree(repo / ".dvc" / "cache")   # as in a fresh clone that has not pulled
-    with pytest.raises(InputError, match=r"run 'run-a': reports/predictions/snli/adapter.jsonl is in neither its DVC "
+    with pytest.raises(InputError, match=r"run 'run-a': reports/predictions/snli/adapter.jsonl is in neither git, its DVC "
                                          r"cache nor a remote; fetch it \(`dvc pull`"):
         read_run("run-a", str(repo))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 # float32: batch and kernel changes move a label log-probability by < 1e-4 nats (benchmarks/batch_invariance.py).
 # bfloat16: the 99th percentile of |bf16 - fp32| label log-probability gaps over both models
 # (benchmarks/eval_numerics.py; tests/test_numerics.py checks this copy against the committed result).
-NOISE_FLOOR_NATS = {"float32": 1e-4, "bfloat16": 0.5}
+NOISE_FLOOR_NATS = {"float32": 1e-4, "bfloat16": 0.7}
 
 
 def noise_floor(compute_dtype: str) -> float:
