@@ -138,7 +138,7 @@ def run_rows(correct: list[bool], prefix: str = "r") -> list[dict]:
              "correct": bool(ok)} for i, ok in enumerate(correct)]
 
 
-def _git(repo: Path, *args: str) -> None:
+def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
@@ -152,8 +152,21 @@ def _commit_run(repo: Path, correct: list[bool], message: str, eval_dtype: str |
         (repo / "metrics/finetune.json").write_text(json.dumps({"compute_dtype": "bfloat16"}))
         (repo / "metrics/eval/snli/adapter.json").write_text(json.dumps({"compute_dtype": eval_dtype}))
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], cwd=repo, check=True, capture_output=True)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", message)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def empty_run_repo(tmp_path: Path) -> Path:
+    """A git + DVC repo at ``tmp_path/repo`` whose params.yaml names one evaluation set, ``snli``; nothing
+    committed yet."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
+    return repo
 
 
 def two_run_repo(tmp_path: Path) -> Path:
@@ -161,17 +174,11 @@ def two_run_repo(tmp_path: Path) -> Path:
     dtypes were recorded), tag ``run-bf16`` (the same rows; bf16 training and evaluation) and HEAD (9 of 10: B fixes
     3, breaks none; bf16 training, fp32 evaluation). The workspace copy of the predictions is deleted: only DVC's
     cache holds them."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@example.com")
-    _git(repo, "config", "user.name", "t")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
+    repo = empty_run_repo(tmp_path)
     _commit_run(repo, [True] * 6 + [False] * 4, "run a")
-    _git(repo, "tag", "run-a")
+    git(repo, "tag", "run-a")
     _commit_run(repo, [True] * 6 + [False] * 4, "run a, dtypes recorded", eval_dtype="bfloat16")
-    _git(repo, "tag", "run-bf16")
+    git(repo, "tag", "run-bf16")
     _commit_run(repo, [True] * 9 + [False], "run b", eval_dtype="float32")
     (repo / "reports/predictions/snli/adapter.jsonl").unlink()
     return repo

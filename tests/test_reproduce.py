@@ -11,7 +11,7 @@ from math import comb
 from pathlib import Path
 
 import pytest
-from synthetic import run_rows
+from synthetic import empty_run_repo, git, run_rows
 
 from qlora_diff.analysis.reproduce import (
     IDENTICAL,
@@ -90,10 +90,6 @@ def test_changed_predictions_are_counted_tested_and_blamed_on_what_differs():
     assert "no recorded dtype, device or machine field differs" in render(within)
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
 def _write_run(repo: Path, adapter_correct: list[bool], machine: dict) -> None:
     for model, correct in (("base", [True] * 5 + [False] * 5), ("adapter", adapter_correct)):
         path = repo / f"reports/predictions/snli/{model}.jsonl"
@@ -111,16 +107,10 @@ def check(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_command_reads_the_committed_run_from_git_and_writes_its_verdict(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@example.com")
-    _git(repo, "config", "user.name", "t")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    (repo / "params.yaml").write_text("eval_sets:\n  snli:\n    source: bundled\n")
+    repo = empty_run_repo(tmp_path)
     _write_run(repo, [True] * 8 + [False] * 2, MACHINE_A)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "committed run")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "committed run")
     _write_run(repo, [True] * 8 + [False] * 2, MACHINE_B)    # rebuilt elsewhere: the same predictions
     same = check(repo)
     assert same.returncode == 0 and same.stdout.startswith(f"Reproduction check against `HEAD`: **{IDENTICAL}**")

@@ -23,7 +23,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qlora_diff.analysis.runs import SEED_STUDY, RunDifference, align, difference, read_jsonl_at, read_text_at
+from qlora_diff.analysis.runs import (
+    SEED_STUDY,
+    RunDifference,
+    align,
+    difference,
+    params_at,
+    read_jsonl_at,
+    read_text_at,
+)
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, parse_config
 from qlora_diff.core.errors import InputError
@@ -191,12 +199,7 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1 unless the predictions are identical")
     args = parser.parse_args()
     try:
-        committed_params = read_text_at(Path("params.yaml"), ".", args.against)
-        if committed_params is None:
-            raise InputError(f"revision {args.against!r} has no params.yaml")
-        from ruamel.yaml import YAML
-
-        cfg = parse_config(YAML(typ="safe", pure=True).load(committed_params))
+        cfg = parse_config(params_at(".", args.against))
         verdict = reproduction_verdict(cfg, read_snapshot(cfg, args.against), read_snapshot(cfg, None), args.against,
                                        seed_sds())
     except InputError as exc:

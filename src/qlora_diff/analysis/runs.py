@@ -269,6 +269,17 @@ def read_jsonl_at(path: Path, repo: str, rev: str | None) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def params_at(repo: str, rev: str | None) -> dict:
+    """Run ``rev``'s params.yaml, read as `dvc exp run -S` writes it (YAML 1.2); an error when it has none with
+    eval_sets."""
+    from ruamel.yaml import YAML
+
+    params = YAML(typ="safe", pure=True).load(read_text_at(Path("params.yaml"), repo, rev) or "")
+    if not params or "eval_sets" not in params:
+        raise InputError(f"run {rev or 'workspace'!r} has no params.yaml with eval_sets")
+    return params
+
+
 def _recorded_dtype(path: Path, repo: str, rev: str | None) -> str | None:
     """The ``compute_dtype`` a metrics file of run ``rev`` records; None for a run without the file or the field."""
     text = read_text_at(path, repo, rev)
@@ -279,11 +290,7 @@ def read_run(rev: str | None, repo: str = ".") -> Run:
     """Every evaluation set's adapter predictions at ``rev`` (a git revision or DVC experiment name; None: the
     workspace), each replicate's too, the slice features where the run has them and the compute dtypes its metrics
     record, read through ``dvc.api`` from git, the DVC cache or remote, without a checkout."""
-    from ruamel.yaml import YAML
-
-    params = YAML(typ="safe", pure=True).load(read_text_at(Path("params.yaml"), repo, rev) or "")
-    if not params or "eval_sets" not in params:
-        raise InputError(f"run {rev or 'workspace'!r} has no params.yaml with eval_sets")
+    params = params_at(repo, rev)
     train = params.get("train") or {}
     extra = train.get("extra_seeds") or []
     replicates, slices = {}, {}
