@@ -63,6 +63,7 @@ def main() -> None:
             "eval examples/s": round(len(scores) / seconds, 2),
         })
         print(results[-1], flush=True)
+    torch.set_num_threads(counts[0])   # the run's fingerprint records this machine's thread count, not the last one
     notes = [f"fp32 compute (the reference numerics), base model on the first {args.rows} rows of "
              "data/prepared/eval/snli.jsonl at eval.batch_size 64; the default fine-tune's first "
              f"{args.steps} steps (params.yaml) from the same LoRA init",
