@@ -54,7 +54,7 @@ def test_the_comment_leads_with_the_paired_comparison_of_two_revisions(tmp_path,
     assert comment.startswith("## `HEAD` against `run-a` (adapter vs adapter, same rows)")
     assert comment.index("against `run-a` (adapter") < comment.index("## Metrics diff against `run-a` vs `HEAD`")
     assert re.search(r"\| `snli` \|\s+10 \| 60.0%\s+\| 90.0%\s+\| \+30.0 \[[^]]+\]\s+\|\s+3 \|\s+0 \|\s+0.25 \|", comment)
-    assert "not significant; the two adapters are indistinguishable on these rows" in comment
+    assert "not significant between these two adapters; each run has one training seed" in comment
 
 
 def test_runs_that_cannot_be_paired_say_why_in_the_comment(tmp_path, monkeypatch):

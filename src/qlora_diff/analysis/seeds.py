@@ -6,8 +6,8 @@ are trained and evaluated stays fixed by ``data.seed`` and the eval sets' seeds.
 rows, and the rows x seeds table of right/wrong answers is what everything here reads:
 
 - the spread of accuracy across seeds (mean, sd, min, max);
-- a two-level bootstrap (resample seeds, then rows, the rows shared by both sides because they are the same rows):
-  a CI for a difference that covers row sampling *and* seed variation;
+- a CI for a difference that covers row sampling *and* seed variation (``SeedRowNoise``: seed and row variance
+  components of the crossed seeds x rows design, a t interval);
 - per row: in how many seeds the adapter is right, corrects or breaks the base model, the mean and sd of p(gold)
   across seeds (dataset cartography, Swayamdipta et al. 2020, with seeds in place of epochs), and a label.
 """
@@ -15,6 +15,7 @@ rows, and the rows x seeds table of right/wrong answers is what everything here 
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,53 +79,81 @@ def seed_spread(correct: np.ndarray) -> SeedSpread:
                       min=float(accuracies.min()), max=float(accuracies.max()))
 
 
-def _seed_corrected(side: np.ndarray) -> np.ndarray:
-    """A side's seeds spread by sqrt(n / (n - 1)) around their mean row: resampling n seeds with replacement
-    otherwise shrinks the seed variance by (n - 1) / n, which matters with 3 or 5 seeds."""
-    seeds = len(side)
+@dataclass(frozen=True)
+class SeedRowNoise:
+    """What the CI of a difference B - A of two seeds x rows tables on the same rows is made of.
+
+    The tables are a crossed design: every seed answers every row. With n_a, n_b seeds, R rows, s_a^2 and s_b^2 the
+    sample variances of each side's per-seed accuracies (seed noise, including each seed's row-level coin flips) and
+    H the variance over rows of the true per-row difference, the observed difference of the mean accuracies has
+    variance s_a^2 / n_a + s_b^2 / n_b + H / R. H is the variance over rows of the observed per-row differences less
+    each side's seed x row residual variance over its seeds (what a row's answer varies by from seed to seed beyond
+    the seed's overall level), so a row's seed noise is counted once, not again as row noise as resampling both
+    seeds and rows would (Owen 2007). A side with one seed has no seed variance: the base model, which has no seed,
+    or a single fine-tune, whose own seed noise is then not in the CI."""
+
+    rows: int
+    seeds: tuple[int, int]
+    seed_variance: tuple[float, float]
+    heterogeneity: float
+
+    def parts(self, seeds: tuple[int, int] | None = None) -> list[tuple[float, float]]:
+        """(variance, degrees of freedom) of each part of the difference's variance with ``seeds`` per side."""
+        n_a, n_b = seeds or self.seeds
+        return [(self.seed_variance[0] / n_a, n_a - 1), (self.seed_variance[1] / n_b, n_b - 1),
+                (self.heterogeneity / self.rows, self.rows - 1)]
+
+    def se(self, seeds: tuple[int, int] | None = None) -> float:
+        return math.sqrt(sum(variance for variance, _ in self.parts(seeds)))
+
+    def df(self, seeds: tuple[int, int] | None = None) -> float:
+        """Welch-Satterthwaite degrees of freedom of the variance estimate: few when seed noise dominates."""
+        parts = [(variance, df) for variance, df in self.parts(seeds) if variance > 0 and df > 0]
+        if not parts:
+            return math.inf
+        return sum(variance for variance, _ in parts) ** 2 / sum(variance**2 / df for variance, df in parts)
+
+    def half_width(self, confidence: float, seeds: tuple[int, int] | None = None) -> float:
+        return t_quantile(confidence, self.df(seeds)) * self.se(seeds)
+
+
+def t_quantile(confidence: float, df: float) -> float:
+    """The two-sided Student t quantile of ``confidence`` (the normal one for infinite df)."""
+    tail = (1 - confidence) / 2
+    return float(norm.ppf(1 - tail) if math.isinf(df) else student_t.ppf(1 - tail, df))
+
+
+def _residual_variance(side: np.ndarray) -> float:
+    """The seed x row residual mean square of a seeds x rows table (0 with one seed)."""
+    seeds, rows = side.shape
     if seeds < 2:
-        return side
-    center = side.mean(axis=0)
-    return center + (side - center) * np.sqrt(seeds / (seeds - 1))
+        return 0.0
+    residual = side - side.mean(axis=0) - side.mean(axis=1, keepdims=True) + side.mean()
+    return float((residual**2).sum() / ((seeds - 1) * (rows - 1)))
 
 
-def two_level_bootstrap_ci(before: np.ndarray, after: np.ndarray, samples: int, seed: int,
-                           confidence: float) -> tuple[float, float]:
-    """CI of mean accuracy(after) - mean accuracy(before), both seeds x rows on the same rows.
-
-    Each resample draws seeds with replacement on each side independently (separate fine-tunes), then rows with
-    replacement, the same rows for both sides (paired). A side with one seed (the base model) contributes row noise
-    only. Two small-sample corrections, because a study has a handful of seeds, not a population of them: each
-    side's seed spread is bias-corrected (``_seed_corrected``), and the seed part of the interval's variance is
-    widened by (t(df) / z)^2 with df = sum of (seeds - 1) over the sides, as a t interval would be; the row part
-    is left as it is. Without them, 11-12% of simulated 5- and 3-seed null comparisons excluded 0 at 95%
-    (tests/test_runs.py states the rate with them)."""
+def seed_row_noise(before: np.ndarray, after: np.ndarray) -> SeedRowNoise:
+    """``SeedRowNoise`` of ``after`` - ``before``, both seeds x rows on the same rows."""
     before, after = np.atleast_2d(before).astype(float), np.atleast_2d(after).astype(float)
     if before.shape[1] != after.shape[1]:
         raise ValueError(f"both sides must score the same rows: {before.shape[1]} vs {after.shape[1]}")
-    observed = float(after.mean() - before.mean())
-    df = len(before) + len(after) - 2
-    before, after = _seed_corrected(before), _seed_corrected(after)
-    rng = np.random.default_rng(seed)
     rows = before.shape[1]
-    differences = np.empty(samples)
-    for start in range(0, samples, 500):   # 500 resamples at a time bound the memory to 500 x rows weights
-        count = min(500, samples - start)
-        row_weights = rng.multinomial(rows, np.full(rows, 1 / rows), size=count) / rows
-        side_means = []
-        for side in (before, after):
-            seed_weights = rng.multinomial(len(side), np.full(len(side), 1 / len(side)), size=count) / len(side)
-            side_means.append(np.einsum("bs,sr,br->b", seed_weights, side, row_weights))
-        differences[start:start + count] = side_means[1] - side_means[0]
-    tail = (1 - confidence) / 2
-    low, high = np.percentile(differences, [100 * tail, 100 * (1 - tail)])
-    if df > 0:   # widen the seed part of the variance by (t / z)^2, leave the row part
-        seed_variance = sum(side.mean(axis=1).var(ddof=1) / len(side) for side in (before, after) if len(side) > 1)
-        seed_share = min(1.0, seed_variance / max(float(differences.var()), 1e-12))
-        ratio = student_t.ppf(1 - tail, df) / norm.ppf(1 - tail)
-        widen = np.sqrt(seed_share * ratio**2 + 1 - seed_share)
-        low, high = observed + (low - observed) * widen, observed + (high - observed) * widen
-    return round(float(low), 4) + 0.0, round(float(high), 4) + 0.0   # + 0.0: no "-0.0" in a report
+    per_row = after.mean(axis=0) - before.mean(axis=0)
+    row_variance = float(per_row.var(ddof=1)) if rows > 1 else 0.0
+    heterogeneity = max(row_variance - sum(_residual_variance(side) / len(side) for side in (before, after)), 0.0)
+    seed_variance = tuple(float(side.mean(axis=1).var(ddof=1)) if len(side) > 1 else 0.0 for side in (before, after))
+    return SeedRowNoise(rows=rows, seeds=(len(before), len(after)), seed_variance=seed_variance,
+                        heterogeneity=heterogeneity)
+
+
+def seed_row_ci(before: np.ndarray, after: np.ndarray, confidence: float) -> tuple[float, float]:
+    """CI of mean accuracy(after) - mean accuracy(before), both seeds x rows on the same rows: a t interval on
+    ``SeedRowNoise``, covering seed variation and row sampling. With one seed a side it is the paired t interval of
+    the per-row differences."""
+    noise = seed_row_noise(before, after)
+    observed = float(np.atleast_2d(after).mean() - np.atleast_2d(before).mean())
+    half = noise.half_width(confidence)
+    return round(observed - half, 4) + 0.0, round(observed + half, 4) + 0.0   # + 0.0: no "-0.0" in a report
 
 
 def row_stability(base_rows: list[dict], replicates: list[list[dict]], collapse: dict[str, str]) -> list[dict]:
@@ -202,8 +231,7 @@ def seed_report(cfg: Config, set_name: str, base_rows: list[dict], replicates: d
                                 cfg.eval_sets[set_name].collapse(cfg.data.labels))
     base_correct, adapter_correct = correct[0], correct[1:]
     report = cfg.report
-    gain_ci = two_level_bootstrap_ci(base_correct, adapter_correct, report.bootstrap_samples, report.seed,
-                                     report.confidence)
+    gain_ci = seed_row_ci(base_correct, adapter_correct, report.confidence)
     slices: dict[str, list[int]] = {}
     phenomena: dict[str, list[int]] = {}
     for index, row in enumerate(base_rows):

@@ -192,6 +192,8 @@ class ReportConfig:
     calibration_bins: int = field(default=10, metadata=_range(2, 100))    # equal-width bins for ECE and the diagram
     # nats; auto: the noise floor of the dtype each model was evaluated in (core/numerics.py), as its metrics record
     near_tie_margin: Union[float, Literal["auto"]] = field(default="auto", metadata=_range(0))
+    # accuracy points: a run comparison calls B equivalent to A when its CI lies inside ±this (analysis/margin.py)
+    equivalence_margin: float = field(default=3.0, metadata=_range(0, 100, exclusive_min=True))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,17 @@ import re
 import subprocess
 from pathlib import Path
 
-from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, read_run, render, seed_reference
+from qlora_diff.analysis.runs import (
+    SEED_STUDY,
+    compare_runs,
+    params_at,
+    read_run,
+    render,
+    report_settings,
+    seed_reference,
+    seed_seconds,
+    seed_study_sd,
+)
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, load_config
 from qlora_diff.core.errors import InputError
@@ -26,16 +36,21 @@ from qlora_diff.render import charts
 
 def comparison_markdown(base: str, head: str | None, cfg: Config, repo: str = ".") -> str:
     """The comment's lead: the head's adapter (the workspace when ``head`` is None) against the base revision's,
-    paired by row. Runs that cannot be paired say why instead: the branch changed an evaluation set, or a run's
+    paired by row, with the base run's report settings (``cfg``'s otherwise); the plan of the sets the margin could not
+settle follows. Runs that cannot be paired say why instead: the branch changed an evaluation set, or a run's
     predictions are in neither the DVC cache nor its remote (`dvc push` them from that branch)."""
     from dvc.exceptions import DvcException
 
     name_head = head or "workspace"
     try:
-        differences = compare_runs(read_run(base, repo), read_run(head, repo), cfg, base, name_head)
+        cfg, settings = report_settings(params_at(repo, base), base, base=cfg)
+        run_head = read_run(head, repo)
+        differences = compare_runs(read_run(base, repo), run_head, cfg, base, name_head,
+                                   seed_study_sd(Path(repo) / SEED_STUDY))
     except (InputError, DvcException, FileNotFoundError) as exc:
         return f"## `{name_head}` against `{base}`\n\nThe two runs cannot be compared row by row: {exc}\n"
-    return render(differences, base, name_head, seed_reference(Path(repo) / SEED_STUDY))
+    return render(differences, base, name_head, seed_reference(Path(repo) / SEED_STUDY), settings,
+                  per_seed_seconds=seed_seconds(list(run_head.replicates), Path(repo)))
 
 
 def metrics_diff_markdown(base: str, head: str | None = None) -> str:

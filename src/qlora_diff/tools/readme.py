@@ -197,7 +197,7 @@ def _label_shift_line(challenger: str, comparison: dict) -> str:
              f"({100 * (s['share_b'] - s['share_a']):+.1f} [{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}])"
              for s in shifts if s["beyond_noise"]]
     head = (f"{comparison['question']}: predicted-label shares, `{challenger}` against the reference (means over "
-            f"seeds; two-level bootstrap CIs at {shifts[0]['confidence']:.1%}, Bonferroni over {len(shifts)} set x "
+            f"seeds; CIs over seeds and rows at {shifts[0]['confidence']:.1%}, Bonferroni over {len(shifts)} set x "
             "label tests): ")
     if not moved:
         return head + "every share within the seed noise."
@@ -240,7 +240,7 @@ def seed_study(root: Path) -> str:
         source = f"commit {summary['baseline_commit'][:7]}; {_machine(summary)}"
         sources.setdefault(source, []).append(f"`{config}`")
     table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
-                                    "range across seeds", "gain, points [two-level CI]"], tablefmt="github")
+                                    "range across seeds", "gain, points [CI over seeds and rows]"], tablefmt="github")
     verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
                 for each in item["sets"]]
     verdicts += [_label_shift_line(challenger, item) for challenger, item in study["comparisons"].items()
