@@ -1,22 +1,25 @@
-"""The committed seed study: how far the default run moves with the training seed, and whether a changed knob beats
-the default once that noise is counted. Every number comes from DVC experiments of this repository; nothing is typed.
+"""The committed seed study: how far the default run moves with the training seed, and the price list of the knobs: for
+each cheaper or faster config, the accuracy difference against the default once the seed noise is counted, its
+margin verdict (``analysis/margin.py``) and the fine-tune time. Every number comes from DVC experiments of this
+repository; nothing is typed.
 
     python benchmarks/seed_study.py run       # one `dvc exp run --temp` per config below, then collect
     python benchmarks/seed_study.py collect   # read the experiments through dvc.api into benchmarks/results/
+    python benchmarks/seed_study.py compare [--margin 2]   # recompute the comparisons from the committed tables
 
-Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with
-train.extra_seeds (5 seeds in all), and challengers with 3 seeds each: lora.r=8, and length-grouped batches
-(train.group_by_length, less padding; does the batch order cost accuracy?); and with 5 seeds, peft's float32 upcast
-of the frozen weights with SDPA attention (train.upcast_frozen, train.attention: the training before they became
-knobs, and slower; does training the frozen weights in bf16 cost accuracy?). Seed 42 of the default config is the
-committed run itself, so DVC trains only the replicates (finetune_seed@<seed>); a challenger trains all its seeds. About
-15-20 minutes a seed in float32 on a 2-core AMD EPYC without AVX512-BF16, 6-8 in bf16 with it. `run --only r8` runs one config.
+Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with 5 seeds in
+all (train.extra_seeds), and challengers with 3 seeds each: lora.r=8; bf16 training and evaluation; 2,000 training
+rows instead of 3,000. Seed 42 of the default config is the committed run itself, so DVC trains only the
+replicates (finetune_seed@<seed>); a challenger trains all its seeds. In float32 on 2 cores a seed takes about 15
+minutes (fine-tune and evaluations): the whole study about 3 hours. ``run`` is resumable config by config: a config
+collected at the current commit is skipped (``--force`` reruns it), and ``run --only r8`` runs one.
 
-Experiments live in the local git refs (share them with `dvc exp push`). `collect` refreshes the configs whose
-experiments are here and keeps the committed entries of the others (each names its commit and machine), so the
-study can grow one config at a time; a config never run is reported as missing. Each comparison records the commits
-of both configs' experiments; when either config is rerun elsewhere, the comparison is reported as stale (with the
-verdict it had) until its challenger is rerun beside the reference.
+``collect`` writes each config's summary and, per set, every seed's predictions as a compact table (row ids and gold
+labels once, one character per row and seed). Experiments are local git refs that a clone does not carry; the
+tables are committed, so ``compare`` recomputes every comparison in a fresh clone, with another margin if asked.
+Configs whose experiments are not here keep their committed entries (each names its commit and machine); a config
+never run is reported as missing. When either config of a comparison is rerun elsewhere, the comparison is reported
+as stale (with the verdict it had) until both sides have tables again.
 
 Results: benchmarks/results/seed_study.json, quoted by the README (python -m qlora_diff.tools.readme).
 """
@@ -26,10 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+from dataclasses import replace
+from pathlib import Path
 
 from common import REPO, machine
 
-from qlora_diff.analysis.runs import SEED_STUDY, compare_runs, label_shifts, read_run
+from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
 from qlora_diff.tools.readme import seed_study
@@ -37,14 +42,14 @@ from qlora_diff.tools.readme import seed_study
 CONFIGS = {   # config -> `dvc exp run -S` overrides
     "default": ["train.extra_seeds=[1,2,3,4]"],
     "r8": ["lora.r=8", "train.extra_seeds=[1,2]"],
-    "grouped": ["train.group_by_length=true", "train.extra_seeds=[1,2]"],
-    "upcast": ["train.upcast_frozen=true", "train.attention=sdpa", "train.extra_seeds=[1,2,3,4]"],
+    "bf16": ["quant.compute_dtype=bfloat16", "eval.compute_dtype=bfloat16", "train.extra_seeds=[1,2]"],
+    "train2000": ["data.train_size=2000", "train.extra_seeds=[1,2]"],
 }
 REFERENCE = "default"
 QUESTIONS = {   # challenger -> what comparing it with the reference asks
     "r8": "r=8 against r=16",
-    "grouped": "length-grouped batches against random ones",
-    "upcast": "float32 frozen weights and SDPA (peft's upcast, the earlier default) against the compute dtype and eager attention",
+    "bf16": "bf16 training and evaluation against the reference numerics (float32)",
+    "train2000": "2,000 training rows against 3,000",
 }
 
 
@@ -52,8 +57,20 @@ def experiment(config: str) -> str:
     return f"seed-study-{config}"
 
 
-def run(configs: list[str]) -> None:
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def run(configs: list[str], force: bool = False) -> None:
+    """One experiment per config; a config the study already holds from this commit is skipped (rerun it with
+    --force), so a study interrupted after some configs resumes where it stopped."""
+    done = {config for config, entry in _read_study().get("configs", {}).items()
+            if entry.get("baseline_commit") == head_commit() and "tables" in entry}
     for config in configs:
+        if config in done and not force:
+            print(f"seed study: {config}: collected at this commit already (--force reruns it)", flush=True)
+            continue
         overrides = [arg for override in CONFIGS[config] for arg in ("-S", override)]
         print(f"seed study: {config}: dvc exp run --temp -n {experiment(config)} {' '.join(overrides)}", flush=True)
         subprocess.run(["dvc", "exp", "run", "--temp", "-n", experiment(config), *overrides], cwd=REPO,
@@ -90,20 +107,55 @@ def config_summary(config: str, set_names: list[str]) -> dict:
         sets[name] = {"base_accuracy": base["accuracy"],
                       **{key: seeds[key] for key in ("seeds", "compute_dtype", "adapter", "adapter_accuracy_by_seed",
                                                      "gain", "stability", "primary_seed_transitions", "phenomena")}}
-    return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config], "sets": sets}
+    finetune = read_metrics(rev, paths.FINETUNE_METRICS)
+    return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config],
+            "finetune_seconds": finetune.get("seconds"), "sets": sets, "tables": tables(read_run(rev, str(REPO)))}
 
 
-def comparison(challenger: str, cfg) -> dict:
-    """The challenger against the reference, per evaluation set: seed-level means and the two-level CI, and how far
-    the challenger moved the share of each predicted label."""
-    reference, challenging = read_run(experiment(REFERENCE), str(REPO)), read_run(experiment(challenger), str(REPO))
+def tables(run: Run) -> dict[str, dict]:
+    """Per evaluation set, every seed's predictions in a compact, committable form: the row ids and gold labels
+    once, and per seed one character per row, the index of its predicted label in ``labels``. A clone has no
+    experiment refs; these are what the comparisons are recomputed from (``compare``)."""
+    out = {}
+    for name, seeds in run.replicates.items():
+        first = next(iter(seeds.values()))
+        labels = sorted({row["prediction"] for rows in seeds.values() for row in rows} | {row["gold"] for row in first})
+        if len(labels) > 10:
+            raise ValueError(f"eval set {name!r}: {len(labels)} labels; the compact table holds at most 10")
+        order = [row["id"] for row in first]
+        out[name] = {"ids": order, "gold": [row["gold"] for row in first], "labels": labels,
+                     "predictions": {str(seed): "".join(str(labels.index(by_id[i]["prediction"])) for i in order)
+                                     for seed, rows in seeds.items() for by_id in [{r["id"]: r for r in rows}]}}
+    return out
+
+
+def table_run(entry: dict) -> Run:
+    """A config's committed tables as a ``runs.Run`` (rows with id, gold, prediction and correct)."""
+    replicates = {}
+    for name, table in entry["tables"].items():
+        replicates[name] = {int(seed): [{"id": i, "gold": gold, "prediction": table["labels"][int(code)],
+                                         "correct": table["labels"][int(code)] == gold}
+                                        for i, gold, code in zip(table["ids"], table["gold"], predicted)]
+                            for seed, predicted in table["predictions"].items()}
+    return Run(replicates=replicates)
+
+
+def comparison(challenger: str, configs: dict[str, dict], cfg) -> dict:
+    """The challenger against the reference, from their committed tables, per evaluation set: seed-level means, the
+    CI over seeds and rows, the margin verdict and the plan; and how far the challenger moved the share of each
+    predicted label."""
+    reference, challenging = table_run(configs[REFERENCE]), table_run(configs[challenger])
     differences = compare_runs(reference, challenging, cfg, REFERENCE, challenger)
     return {"question": QUESTIONS[challenger], "experiments": [experiment(REFERENCE), experiment(challenger)],
-            "baseline_commits": {config: baseline_commit(config) for config in (REFERENCE, challenger)},
+            "baseline_commits": {config: configs[config]["baseline_commit"] for config in (REFERENCE, challenger)},
+            "margin": cfg.report.equivalence_margin, "confidence": cfg.report.confidence,
             "sets": [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
                       "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
                       "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
-                      "beyond_noise": d.seeds.beyond_noise, "verdict": d.verdict(REFERENCE, challenger)}
+                      "beyond_noise": d.seeds.beyond_noise, "margin_verdict": d.margin_verdict,
+                      "verdict": d.verdict(REFERENCE, challenger),
+                      "mdd": round(d.plan.mdd, 4) if d.plan else None,
+                      "seeds_per_side": d.plan.seeds_per_side if d.plan else None}
                      for d in differences],
             "label_shifts": label_shifts(reference, challenging, cfg, REFERENCE, challenger)}
 
@@ -132,24 +184,40 @@ def merge(previous: dict, fresh: dict[str, dict], fresh_comparisons: dict[str, d
             "stale": {c: entry for c, entry in comparisons.items() if not current(entry, configs)}}
 
 
-def collect() -> dict:
-    cfg = load_config(REPO / "params.yaml")
-    previous = json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8")) if (REPO / SEED_STUDY).is_file() else {}
+def _read_study() -> dict:
+    return json.loads((REPO / SEED_STUDY).read_text(encoding="utf-8")) if (REPO / SEED_STUDY).is_file() else {}
+
+
+def collect(cfg) -> dict:
+    """Refresh the configs whose experiments this repository has, keep the committed entries of the others."""
     present = [config for config in CONFIGS if exists(config)]
     fresh = {config: {**config_summary(config, list(cfg.eval_sets)), "machine": machine()} for config in present}
-    comparisons = {challenger: comparison(challenger, cfg) for challenger in QUESTIONS
-                   if REFERENCE in present and challenger in present}
-    return merge(previous, fresh, comparisons)
+    return compare(merge(_read_study(), fresh, {}), cfg)
+
+
+def compare(study: dict, cfg) -> dict:
+    """Recompute every comparison whose two configs have committed tables (a fresh clone can: no experiment is
+    read), with ``cfg``'s report settings; the others keep their entries."""
+    configs = study["configs"]
+    fresh = {challenger: comparison(challenger, configs, cfg) for challenger in QUESTIONS
+             if "tables" in configs.get(REFERENCE, {}) and "tables" in configs.get(challenger, {})}
+    return merge(study, {}, fresh)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "collect"))
+    parser.add_argument("action", choices=("run", "collect", "compare"))
     parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only this config")
+    parser.add_argument("--force", action="store_true", help="rerun configs already collected at this commit")
+    parser.add_argument("--margin", type=float, help="equivalence margin in points (default: report's)")
     args = parser.parse_args()
+    cfg = load_config(REPO / "params.yaml")
+    if args.margin is not None:
+        cfg = replace(cfg, report=replace(cfg.report, equivalence_margin=args.margin))
     if args.action == "run":
-        run(args.only or list(CONFIGS))
-    atomic.write_json(REPO / SEED_STUDY, collect())
+        run(args.only or list(CONFIGS), args.force)
+    study = compare(_read_study(), cfg) if args.action == "compare" else collect(cfg)
+    atomic.write_json(REPO / SEED_STUDY, study)
     print(seed_study(REPO))   # the README's block, from the file just written
 
 

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import REPO, tiny_params
 
+from qlora_diff.analysis.margin import decide, sentence
+
 pytestmark = pytest.mark.slow
 IGNORED = {".venv", ".git", "models", "checkpoints", "dvclive", ".pytest_cache", "__pycache__", "prepared",
            "cache", "tmp", "metrics", "reports", "dvc.lock"}
@@ -180,7 +182,12 @@ def test_seed_replicates_are_stages_and_two_experiments_compare_seed_aware(repo_
     compared = run(["python", "-m", "qlora_diff.analysis.runs", "two-seeds", "three-seeds"], repo_copy).stdout
     assert "## `three-seeds` against `two-seeds`" in compared and "| 2 / 3: " in compared
     assert "Averaged over training seeds, `three-seeds` (3 seeds" in compared
-    assert ("exceeds the seed noise" in compared) != ("within the seed noise" in compared)
+    assert "Report settings: 95% confidence, equivalence margin ±3 " in compared
+    # Both runs measured their seed noise, so the verdict is the margin's, and it is the one the printed CI gives.
+    low, high = (float(x) / 100 for x in re.search(
+        r"on `snli` \(95% CI over seeds and rows \[([-+][\d.]+), ([-+][\d.]+)\]\): ", compared).groups())
+    verdict = decide(low, high, 0.03)
+    assert f": {sentence(verdict, low, high, 0.03, 'two-seeds', 'three-seeds')[:30]}" in compared
 
 
 def test_runs_that_scored_other_rows_are_refused_with_the_set_and_id(repo_copy):

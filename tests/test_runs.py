@@ -125,8 +125,8 @@ def seeded_runs(rng, p_right: np.ndarray, seeds: int, shift: float = 0.0) -> dic
 
 
 def test_a_difference_beyond_the_seed_noise_is_called_real():
-    """B's config is 10 points better on every row's chance; 5 seeds each, seed sd ~4 points: the two-level CI
-    excludes 0 and the verdict says the difference exceeds the seed noise."""
+    """B's config is 10 points better on every row's chance; 5 seeds each, seed sd ~4 points: the CI over seeds
+    and rows excludes 0 and the margin verdict is "better"."""
     rng = np.random.default_rng(3)
     p_right = rng.choice([0.1, 0.5, 0.9], size=600)
     a, b = seeded_runs(rng, p_right, 5), seeded_runs(rng, p_right, 5, shift=0.10)
@@ -141,8 +141,7 @@ def test_a_difference_beyond_the_seed_noise_is_called_real():
 def test_seed_noise_alone_is_rarely_called_real_once_seeds_are_measured():
     """100 null comparisons of one config against itself, 5 seeds each, where a seed moves the whole set by
     sd 4 points (1,000 rows). Between the two train.seed adapters McNemar calls 64 of them real; the CI over seeds
-    and rows calls 6 (6 with 3 seeds too), at a nominal 5%: at most 9, the binomial 95% upper bound for 5 of 100.
-    (The two-level bootstrap it replaced needed two small-sample corrections to get there, and then erred wide.)"""
+    and rows calls 6 (6 with 3 seeds too), at a nominal 5%: at most 9, the binomial 95% upper bound for 5 of 100."""
     fixed_seed_real = seed_aware_real = 0
     cfg = parse_config({"report": {"bootstrap_samples": 400}})
     for trial in range(100):

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
+import numpy as np
 from conftest import REPO, seed_study_block
 
-from qlora_diff.analysis.runs import SEED_STUDY
+from qlora_diff.analysis.margin import BETTER, EQUIVALENT
+from qlora_diff.analysis.runs import SEED_STUDY, Run
+from qlora_diff.core.config import load_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import seed_study as study_script  # noqa: E402
@@ -92,8 +96,84 @@ def test_the_block_names_the_label_shares_a_challenger_moved_beyond_the_noise(tm
     study["comparisons"]["r8"]["label_shifts"] = [shift, {**shift, "label": "entailment", "share_b": 0.26,
                                                            "ci": [-0.1, 0.12], "beyond_noise": False}]
     block = seed_study_block(tmp_path, study)
-    assert ("- r=8 against r=16: predicted-label shares, `r8` against the reference (means over seeds; two-level "
-            "bootstrap CIs at 99.2%, Bonferroni over 2 set x label tests): `snli` neutral 25.0% -> 50.0% (+25.0 "
+    assert ("- r=8 against r=16: predicted-label shares, `r8` against the reference (means over seeds; CIs over "
+            "seeds and rows at 99.2%, Bonferroni over 2 set x label tests): `snli` neutral 25.0% -> 50.0% (+25.0 "
             "[+10.0, +40.0]) beyond the seed noise; the other 1 within it.") in block
     shift["beyond_noise"] = False
     assert "tests): every share within the seed noise." in seed_study_block(tmp_path, study)
+
+
+LABELS = ("entailment", "neutral", "contradiction")
+
+
+def _replicates(accuracies: list[float], rows: int = 400, seed: int = 0) -> dict[str, dict[int, list[dict]]]:
+    """One set, one seed per accuracy: each row right with that probability, else a wrong label."""
+    rng = np.random.default_rng(seed)
+    gold = [LABELS[i % 3] for i in range(rows)]
+    out = {}
+    for k, accuracy in enumerate(accuracies):
+        right = rng.random(rows) < accuracy
+        out[42 + k] = [{"id": f"r{i}", "gold": g, "prediction": g if ok else LABELS[(LABELS.index(g) + 1) % 3],
+                        "correct": bool(ok)} for i, (g, ok) in enumerate(zip(gold, right))]
+    return {"snli": out}
+
+
+def _entry(replicates: dict, commit: str) -> dict:
+    return {"baseline_commit": commit, "finetune_seconds": 600.0, "sets": {},
+            "tables": study_script.tables(Run(replicates=replicates))}
+
+
+def test_the_compact_tables_give_back_every_row_of_every_seed():
+    replicates = _replicates([0.6, 0.7, 0.8])
+    assert study_script.table_run(_entry(replicates, "a" * 40)).replicates == replicates
+    table = study_script.tables(Run(replicates=replicates))["snli"]
+    assert table["labels"] == sorted(LABELS) and len(table["predictions"]["43"]) == 400
+
+
+def test_compare_recomputes_the_verdicts_from_the_committed_tables_with_the_margin_asked():
+    cfg = load_config(REPO / "params.yaml")
+    same = _replicates([0.70, 0.71, 0.69, 0.70, 0.70], rows=2000)
+    study = {"configs": {"default": _entry(same, "a" * 40), "r8": _entry(same, "b" * 40),
+                         "bf16": {"baseline_commit": "c" * 40, "sets": {}}},   # an entry from before the tables
+             "comparisons": {"bf16": {"question": "kept", "baseline_commits": {"default": "a" * 40, "bf16": "c" * 40},
+                                      "sets": []}}}
+    # The same predictions on both sides: a difference of exactly 0, and a 3-point margin far outside the CI.
+    compared = study_script.compare(study, cfg)
+    r8 = compared["comparisons"]["r8"]
+    assert r8["sets"][0]["delta"] == 0 and r8["sets"][0]["margin_verdict"] == EQUIVALENT and r8["margin"] == 3.0
+    assert compared["comparisons"]["bf16"]["question"] == "kept" and "train2000" in compared["missing"]
+    # A challenger 20 points better on every seed is better, whatever the margin.
+    study["configs"]["r8"] = _entry(_replicates([0.9, 0.9, 0.91], rows=2000, seed=1), "b" * 40)
+    tight = replace(cfg, report=replace(cfg.report, equivalence_margin=0.5))
+    better = study_script.compare(study, tight)["comparisons"]["r8"]
+    assert better["sets"][0]["margin_verdict"] == BETTER and better["margin"] == 0.5
+    assert better["sets"][0]["delta"] > 0.15
+
+
+def test_run_skips_the_configs_collected_at_this_commit_unless_forced(monkeypatch):
+    ran = []
+    study = {"configs": {"default": {"baseline_commit": "h" * 40, "tables": {}},
+                         "r8": {"baseline_commit": "o" * 40, "tables": {}},      # an older commit: rerun
+                         "bf16": {"baseline_commit": "h" * 40}}}                 # no tables: rerun
+    monkeypatch.setattr(study_script, "_read_study", lambda: study)
+    monkeypatch.setattr(study_script, "head_commit", lambda: "h" * 40)
+    monkeypatch.setattr(study_script.subprocess, "run", lambda args, **_: ran.append(args[args.index("-n") + 1]))
+    study_script.run(list(study_script.CONFIGS))
+    assert ran == ["seed-study-r8", "seed-study-bf16", "seed-study-train2000"]
+    ran.clear()
+    study_script.run(["default"], force=True)
+    assert ran == ["seed-study-default"]
+
+
+def test_the_price_list_gives_each_knob_its_cost_against_the_default_and_its_verdict(tmp_path):
+    study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "b" * 40)
+    study["configs"]["default"]["finetune_seconds"], study["configs"]["r8"]["finetune_seconds"] = 800.0, 600.0
+    study["comparisons"]["r8"].update(margin=3.0, sets=[{**study["comparisons"]["r8"]["sets"][0], "delta": -0.012,
+                                                         "ci": [-0.021, -0.004], "margin_verdict": "worse",
+                                                         "mdd": 0.0153, "seeds_per_side": None}])
+    block = seed_study_block(tmp_path, study)
+    header = next(line for line in block.splitlines() if "verdict (±3 points)" in line)
+    assert [cell.strip() for cell in header.strip("|").split("|")][2] == "fine-tune, s (vs default)"
+    row = next(line for line in block.splitlines() if line.startswith("| `r8`") and "r=8 against r=16" in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:7] == [
+        "600 (0.75x)", f"`{study['comparisons']['r8']['sets'][0]['set']}`", "-1.2 [-2.1, -0.4]", "worse", "1.5"]

@@ -85,7 +85,7 @@ def test_one_seed_per_side_is_the_paired_row_bootstrap():
 
 
 def test_seed_noise_widens_the_interval():
-    """Same rows, same mean skill; the seeds of B differ a lot: the two-level CI is wider than one seed pair's."""
+    """Same rows, same mean skill; the seeds of B differ a lot: the CI over seeds and rows is wider than one seed pair's."""
     rng = np.random.default_rng(2)
     difficulty = rng.normal(size=300)
     draw = lambda shift: (rng.random(300) < expit(1.0 + shift - difficulty)).astype(float)
@@ -121,8 +121,8 @@ def simulated_coverage(replicates: int, seeds: int, rows: int = 300) -> float:
 
 def test_the_seeds_and_rows_ci_covers_the_true_difference_at_its_nominal_rate():
     """Measured on the design above, 200 simulated experiments: 96.0% with 5 seeds per config, 95.5% with 3, for a
-    nominal 95% (the binomial sd of a 95% coverage over 200 is 1.5 points: bounds 2.7 sd below, 2 above). The two-level
-    bootstrap it replaced covered 98.5%: resampling both seeds and rows counts a row's seed noise twice (Owen 2007)."""
+    nominal 95% (the binomial sd of a 95% coverage over 200 is 1.5 points: bounds 2.7 sd below, 2 above). A bootstrap
+    over seeds, then rows, covers 98.5% here: it counts a row's seed noise twice (Owen 2007)."""
     assert 0.91 <= simulated_coverage(replicates=200, seeds=5) <= 0.98
     assert 0.91 <= simulated_coverage(replicates=200, seeds=3) <= 0.98
 

@@ -217,6 +217,30 @@ def moved_since_study(root: Path, default: dict) -> list[str]:
     return moved
 
 
+def price_list(study: dict) -> str:
+    """What each knob costs and buys against the default: fine-tune seconds (and the ratio to the default's) and,
+    per set, the difference of the seed means with its CI, the margin verdict and the smallest difference the study
+    could detect; empty until a comparison has margin verdicts."""
+    configs, rows = study["configs"], []
+    reference = configs.get("default", {}).get("finetune_seconds")
+    for challenger, item in study["comparisons"].items():
+        seconds = configs.get(challenger, {}).get("finetune_seconds")
+        cost = "" if seconds is None else f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
+        for each in item["sets"]:
+            if "margin_verdict" not in each:
+                continue
+            rows.append([f"`{challenger}`", item["question"], cost, f"`{each['set']}`",
+                         f"{100 * each['delta']:+.1f} [{100 * each['ci'][0]:+.1f}, {100 * each['ci'][1]:+.1f}]",
+                         each["margin_verdict"] or "none", "" if each["mdd"] is None else f"{100 * each['mdd']:.1f}",
+                         each["seeds_per_side"] or ""])
+    if not rows:
+        return ""
+    margin = next(item["margin"] for item in study["comparisons"].values() if "margin" in item)
+    return tabulate(rows, headers=["config", "question", "fine-tune, s (vs default)", "set",
+                                   "B - default, points [CI]", f"verdict (±{margin:g} points)",
+                                   "detectable, points", "seeds a side to settle"], tablefmt="github")
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
@@ -241,6 +265,7 @@ def seed_study(root: Path) -> str:
         sources.setdefault(source, []).append(f"`{config}`")
     table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
                                     "range across seeds", "gain, points [CI over seeds and rows]"], tablefmt="github")
+    price = price_list(study)
     verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
                 for each in item["sets"]]
     verdicts += [_label_shift_line(challenger, item) for challenger, item in study["comparisons"].items()
@@ -256,7 +281,8 @@ def seed_study(root: Path) -> str:
                           "compute dtype or code made it), so the spreads above are that pipeline's seed noise, a "
                           "guide to this one's but not a measurement of it (rerun: `python benchmarks/seed_study.py "
                           "run`).")
-    return "\n".join([table, "", *(f"- {line}" for line in lines + verdicts + stale + missing), "",
+    return "\n".join([table, "", *([price, ""] if price else []),
+                      *(f"- {line}" for line in lines + verdicts + stale + missing), "",
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
 
