@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -107,9 +108,12 @@ def config_summary(config: str, set_names: list[str]) -> dict:
         sets[name] = {"base_accuracy": base["accuracy"],
                       **{key: seeds[key] for key in ("seeds", "compute_dtype", "adapter", "adapter_accuracy_by_seed",
                                                      "gain", "stability", "primary_seed_transitions", "phenomena")}}
-    finetune = read_metrics(rev, paths.FINETUNE_METRICS)
+    seeds = [int(seed) for seed in sets[set_names[0]]["seeds"]]
+    seconds = [read_metrics(rev, paths.FINETUNE_METRICS if seed == seeds[0] else paths.replicate_finetune_metrics(seed))
+               ["seconds"] for seed in seeds]
     return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config],
-            "finetune_seconds": finetune.get("seconds"), "sets": sets, "tables": tables(read_run(rev, str(REPO)))}
+            # the median over seeds: train.seed's fine-tune may be the committed one, timed on another day
+            "finetune_seconds": statistics.median(seconds), "sets": sets, "tables": tables(read_run(rev, str(REPO)))}
 
 
 def tables(run: Run) -> dict[str, dict]:
