@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama with a real byte-level tokenizer and chat template (built in seconds)."""
+"""Shared fixtures: tiny random models (Llama, and the other families) with a real byte-level tokenizer and chat
+template, built in seconds."""
 
 from __future__ import annotations
 
@@ -32,12 +33,71 @@ def snli_rows(split: str, count: int) -> list[dict]:
         return [json.loads(next(handle)) for _ in range(count)]
 
 
-def build_tiny_model(directory: Path) -> Path:
-    """Save a 2-layer random Llama + byte-level BPE tokenizer (trained on SNLI text) to ``directory``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+QWEN2_CHAT_TEMPLATE = (   # Qwen2.5-Instruct's, without tools: a default system prompt when the messages have none
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\n' }}{%- endif %}{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+PHI3_CHAT_TEMPLATE = (   # Phi-3-mini-instruct's: role tags, <|end|> ends a turn, end-of-text after the last one
+    "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PHI3_SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+def _llama(vocab: int, tokenizer):
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def _qwen2(vocab: int, tokenizer):
+    from transformers import Qwen2Config
+    return Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+def _phi3(vocab: int, tokenizer):
+    from transformers import Phi3Config
+    return Phi3Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      original_max_position_embeddings=512, tie_word_embeddings=False,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+
+
+def _gpt_neox(vocab: int, tokenizer):
+    from transformers import GPTNeoXConfig
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+
+
+# family -> (config builder, special tokens, chat template, bos, eos, pad). gpt_neox is the family model/families.py
+# does not list: the plain paths.
+TINY_FAMILIES = {
+    "llama": (_llama, CHATML_SPECIALS, CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>", "<|im_end|>"),
+    "qwen2": (_qwen2, CHATML_SPECIALS, QWEN2_CHAT_TEMPLATE, None, "<|im_end|>", "<|endoftext|>"),
+    "phi3": (_phi3, PHI3_SPECIALS, PHI3_CHAT_TEMPLATE, "<|endoftext|>", "<|endoftext|>", "<|endoftext|>"),
+    "gpt_neox": (_gpt_neox, CHATML_SPECIALS, CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>", "<|im_end|>"),
+}
+
+
+def build_tiny_model(directory: Path, family: str = "llama") -> Path:
+    """Save a 2-layer random model of ``family`` (``TINY_FAMILIES``) + a byte-level BPE tokenizer trained on SNLI
+    text, with the family's chat template, to ``directory``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    build, specials, template, bos, eos, pad = TINY_FAMILIES[family]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -45,15 +105,11 @@ def build_tiny_model(directory: Path) -> Path:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     text = [r["premise"] + " " + r["hypothesis"] for r in snli_rows("train", 300)]
     bpe.train_from_iterator(text, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, eos_token=eos, pad_token=pad,
+                                        unk_token="<|endoftext|>")
+    tokenizer.chat_template = template
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(build(len(tokenizer), tokenizer))
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory

@@ -27,6 +27,7 @@ from qlora_diff.model.finetune import (
     run_fingerprint,
     split_shared_prefix,
 )
+from qlora_diff.model.families import FAMILIES
 from qlora_diff.model.unpadded import tokenwise_modules
 from qlora_diff.model.modeling import (
     check_target_modules,
@@ -37,6 +38,7 @@ from qlora_diff.model.modeling import (
 )
 
 CPU = torch.device("cpu")
+LLAMA = FAMILIES["llama"]   # the tiny model's family and SmolLM2's
 
 
 def real_batch(cfg, tokenizer, count: int = 4) -> dict[str, torch.Tensor]:
@@ -79,13 +81,13 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
     assert too_narrow.item() != pytest.approx(expected.item(), rel=1e-3), "a window that drops answer tokens"
 
 
-def loss_and_lora_grads(model, batch, window: int, prefix: list[int], skip_padding: bool = False
+def loss_and_lora_grads(model, batch, window: int, prefix: list[int], tokenwise: tuple[str, ...] = ()
                         ) -> tuple[float, torch.Tensor]:
     """The training loss of one collated batch and the LoRA gradients it gives, all flattened into one vector."""
     model.train()
     model.zero_grad()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    outputs = answer_window_forward(model, inputs, window, prefix, skip_padding)
+    outputs = answer_window_forward(model, inputs, window, prefix, tokenwise)
     loss = answer_window_loss(outputs.logits[:, :-1], batch["labels"])
     loss.backward()
     grads = [p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
@@ -186,11 +188,11 @@ def padded_and_skipped(cfg, model_dir, model, count: int, share: bool):
     probe = model.get_submodule("base_model.model.model.layers.0.mlp.down_proj").register_forward_hook(
         lambda module, args, out: seen.append(tuple(args[0].shape)))
     padded = loss_and_lora_grads(model, batch, window, prefix)
-    skipped = loss_and_lora_grads(model, batch, window, prefix, skip_padding=True)
+    skipped = loss_and_lora_grads(model, batch, window, prefix, LLAMA.tokenwise)
     probe.remove()
     batch_calls = [shape[:-1] for shape in seen if shape[0] != 1]  # not the shared prefix's pass
     assert batch_calls == [tuple(batch["input_ids"].shape), (real,)], "the MLP must skip the padding"
-    assert not any(module._forward_hooks or module._forward_pre_hooks for module in tokenwise_modules(model))
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in tokenwise_modules(model, LLAMA.tokenwise))
     return padded, skipped
 
 
@@ -367,7 +369,7 @@ def test_dequantizing_once_gives_bitwise_the_bitsandbytes_loss_gradients_and_log
 
 
 def test_parameter_counts_match_an_independent_count(tiny_model_dir):
-    cfg = parse_config(tiny_params())
+    cfg = parse_config(tiny_params(lora={"target_modules": ["q_proj", "v_proj", "down_proj"]}))
     model = attach_lora(cfg, load_causal_lm(tiny_model_dir, cfg, CPU))
     total, trainable, adapter = count_parameters(model)
     plain = load_causal_lm(tiny_model_dir, parse_config(tiny_params(quant={"load_in_4bit": False})), CPU)

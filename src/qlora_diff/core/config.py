@@ -139,9 +139,7 @@ class LoraConfig:
     r: int = field(default=16, metadata=_range(1, 1024))
     alpha: float = field(default=32.0, metadata=_range(0, exclusive_min=True))
     dropout: float = field(default=0.0, metadata=_range(0, 0.99))
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+    target_modules: Union[list[str], Literal["auto"]] = "auto"   # auto: the model family's (model/families.py)
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
@@ -380,7 +378,8 @@ def _check_cross_fields(cfg: Config) -> None:
             f"params: 'prompt.template' uses fields {sorted(fields)}; allowed: exactly {{premise}} and {{hypothesis}}."
         )
     if not cfg.lora.target_modules:
-        raise ConfigError("params: 'lora.target_modules' is empty; allowed: a list of module names such as q_proj.")
+        raise ConfigError("params: 'lora.target_modules' is empty; allowed: 'auto' or a list of module names such "
+                          "as q_proj.")
     if cfg.eval.method == "generate" and cfg.eval.calibration != "none":
         raise ConfigError(f"params: 'eval.calibration' is {cfg.eval.calibration!r} but 'eval.method' is 'generate', "
                           "which gives no label probabilities; allowed: 'none', or eval.method 'loglik'.")

@@ -42,12 +42,28 @@ def answer_suffix(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -
     return full[len(prompt):]
 
 
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """Every special token's text: the named ones and the added tokens marked special (Phi-3's ``<|end|>``)."""
+    added = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+    return added | set(tokenizer.all_special_tokens)
+
+
+def answer_text(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -> str:
+    """The reply the model is scored and trained on: the template's suffix up to the end of the first special token
+    after the label word (the end-of-turn marker: ``<|im_end|>``, ``<|end|>``, ``<|eot_id|>``); what a template adds
+    after it (a newline, Phi-3's end-of-text) is not part of the reply. Without a special token, the suffix less
+    its trailing newlines."""
+    suffix = answer_suffix(cfg, tokenizer, label)
+    after_word = suffix.find(cfg.prompt.label_words[label]) + len(cfg.prompt.label_words[label])
+    ends = [end + len(token) for token in special_tokens(tokenizer) if token
+            for end in [suffix.find(token, after_word)] if end >= 0]
+    return suffix[:min(ends)] if ends else suffix.rstrip("\n")
+
+
 def answer_token_ids(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
     """Token ids of each label's full answer (label word plus end-of-turn), in ``data.labels`` order."""
-    return {
-        label: tokenizer(answer_suffix(cfg, tokenizer, label).rstrip("\n"), add_special_tokens=False).input_ids
-        for label in cfg.data.labels
-    }
+    return {label: tokenizer(answer_text(cfg, tokenizer, label), add_special_tokens=False).input_ids
+            for label in cfg.data.labels}
 
 
 def shared_prefix(encoded: Sequence[list[int]]) -> list[int]:

@@ -29,6 +29,7 @@ from qlora_diff.core.runtime import (
     select_device,
 )
 from qlora_diff.data.prompts import answer_token_ids, shared_prefix
+from qlora_diff.model.families import Family, family_of, lora_targets, model_family
 from qlora_diff.model.modeling import check_target_modules, count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.model.padding import attention_mask, left_pad, position_ids
 from qlora_diff.model.unpadded import on_real_tokens
@@ -72,9 +73,10 @@ def shares_prefix(cfg: Config) -> bool:
     return cfg.train.share_prefix and cfg.train.num_processes == 1 and not cfg.train.gradient_checkpointing
 
 
-def skips_padding(cfg: Config) -> bool:
-    """Gradient checkpointing recomputes the forward in backward, outside the hooks that skip the padding."""
-    return cfg.train.skip_padding and not cfg.train.gradient_checkpointing
+def skips_padding(cfg: Config, family: Family) -> bool:
+    """Only a known family's token-wise modules can skip the padding (``model/families.py``); gradient
+    checkpointing recomputes the forward in backward, outside the hooks that skip it."""
+    return cfg.train.skip_padding and family.known and not cfg.train.gradient_checkpointing
 
 
 def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
@@ -105,7 +107,8 @@ def attach_lora(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
     set_seed(cfg.train.seed)
     lora = LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
+        target_modules=lora_targets(cfg.lora.target_modules, family_of(model.config.model_type)), bias=cfg.lora.bias,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
 
@@ -210,14 +213,15 @@ def prefix_kv_cache(model: torch.nn.Module, prefix: list[int], batch_size: int):
 
 
 def answer_window_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor], answer_window: int,
-                          prefix: list[int], skip_padding: bool = False):
+                          prefix: list[int], tokenwise: tuple[str, ...] = ()):
     """The model's output with logits for the last ``answer_window + 1`` positions of a :class:`LeftPadCollator`
-    batch (no labels); with a ``prefix`` the batch holds the rows after it and the prefix runs once; with
-    ``skip_padding`` the token-wise layers run on real tokens only (:mod:`qlora_diff.model.unpadded`)."""
+    batch (no labels); with a ``prefix`` the batch holds the rows after it and the prefix runs once; the
+    ``tokenwise`` modules (a family's, to skip the padding) run on real tokens only
+    (:mod:`qlora_diff.model.unpadded`)."""
     if prefix:
         inputs = {**inputs, "cache": prefix_kv_cache(model, prefix, len(inputs["input_ids"])), "use_cache": True}
     real_tokens = inputs["attention_mask"][:, -inputs["input_ids"].shape[1]:]
-    with on_real_tokens(model, real_tokens) if skip_padding else nullcontext():
+    with on_real_tokens(model, real_tokens, tokenwise) if tokenwise else nullcontext():
         return model(**inputs, logits_to_keep=answer_window + 1)
 
 
@@ -231,16 +235,16 @@ class AnswerOnlyTrainer(Trainer):
     ``num_processes`` factor below undoes, as ``Trainer.compute_loss`` does.
     """
 
-    def __init__(self, *args, answer_window: int, prefix: list[int] | None = None, skip_padding: bool = False,
+    def __init__(self, *args, answer_window: int, prefix: list[int] | None = None, tokenwise: tuple[str, ...] = (),
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.answer_window = answer_window
         self.prefix = prefix or []
-        self.skip_padding = skip_padding
+        self.tokenwise = tokenwise
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        outputs = answer_window_forward(model, inputs, self.answer_window, self.prefix, self.skip_padding)
+        outputs = answer_window_forward(model, inputs, self.answer_window, self.prefix, self.tokenwise)
         loss = answer_window_loss(outputs.logits[:, :-1], labels, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes
@@ -342,6 +346,7 @@ class TrainingSetup:
     train_examples: int
     too_long: int
     shared_prefix_tokens: int
+    family: Family
 
 
 def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir: Path) -> TrainingSetup:
@@ -353,6 +358,7 @@ def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir
     examples, too_long = build_examples(cfg, tokenizer, atomic.read_jsonl(train_path))
     compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
     prefix, examples = split_shared_prefix(examples) if shares_prefix(cfg) else ([], examples)
+    family = model_family(model_dir)
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device, compute_dtype))
     trainer = AnswerOnlyTrainer(
@@ -362,16 +368,16 @@ def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir
         data_collator=LeftPadCollator(tokenizer.pad_token_id, len(prefix)),
         answer_window=max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values()),
         prefix=prefix,
-        skip_padding=skips_padding(cfg),
+        tokenwise=family.tokenwise if skips_padding(cfg, family) else (),
     )
-    return TrainingSetup(trainer, device, compute_dtype, len(examples), too_long, len(prefix))
+    return TrainingSetup(trainer, device, compute_dtype, len(examples), too_long, len(prefix), family)
 
 
 def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, metrics_path: Path,
              checkpoint_dir: Path, live_dir: Path | None) -> dict:
     """Train the adapter (resuming a matching checkpoint), save it atomically and write its metrics. The training
     curves go to ``live_dir`` (none for a seed replicate: None)."""
-    check_target_modules(cfg.lora.target_modules, model_dir)
+    check_target_modules(lora_targets(cfg.lora.target_modules, model_family(model_dir)), model_dir)
     setup = build_trainer(cfg, model_dir, train_path, checkpoint_dir)
     trainer, model = setup.trainer, setup.trainer.model
     fingerprint = run_fingerprint(cfg, train_path, model_dir, setup.compute_dtype)
@@ -414,6 +420,9 @@ def finetune(cfg: Config, model_dir: Path, train_path: Path, adapter_dir: Path, 
             "frozen_weights_dtype": frozen_weights_dtype(model),
             "attention": model.config._attn_implementation,
             "shared_prefix_tokens": setup.shared_prefix_tokens,
+            "model_family": setup.family.name if setup.family.known else f"{setup.family.name} (not in "
+                            "model/families.py: plain paths)",
+            "skipped_padding": bool(setup.trainer.tokenwise),
             "machine": machine_fingerprint(setup.device),
         }
         write_model_card(tmp, cfg, metrics, base_info)

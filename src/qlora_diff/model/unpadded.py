@@ -4,7 +4,8 @@ In random batch order about a quarter of a training batch's positions are left p
 (batch, width) layout, but the projections and the MLP treat every token on its own, so each can run on the real
 tokens alone and put its output back in place, with zeros at the padding. Padding positions are masked out as
 keys and no loss reads them, so no real token's value or gradient changes beyond float rounding
-(tests/test_finetune.py pins it); the MLP and projections, about 3/4 of a layer's matmuls, skip the padding.
+(tests/test_finetune.py and tests/test_families.py pin it); the MLP and projections, about 3/4 of a layer's matmuls,
+skip the padding. Which modules are token-wise is a fact of the model family (``model/families.py``).
 """
 
 from __future__ import annotations
@@ -14,20 +15,17 @@ from contextlib import contextmanager
 
 import torch
 
-# Llama-family module names: the attention projections (LoRA wraps them) and the whole MLP block.
-TOKENWISE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "mlp")
-
-
-def tokenwise_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The outermost module of each token-wise name (a LoRA wrapper, not its base layer)."""
-    return [module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in TOKENWISE_MODULES]
+def tokenwise_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    """The modules with a leaf name in ``names`` (a family's ``tokenwise``): a LoRA wrapper keeps its layer's
+    name, its base layer is ``base_layer``, so the wrapper is hooked."""
+    return [module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in names]
 
 
 @contextmanager
-def on_real_tokens(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
-    """While active, every token-wise module of ``model`` that is called on a (batch, width, features) input of
-    ``keep``'s (batch, width) shape runs on the ``keep`` positions only; other calls (the shared prefix) are
-    untouched."""
+def on_real_tokens(model: torch.nn.Module, keep: torch.Tensor, names: tuple[str, ...]) -> Iterator[None]:
+    """While active, every token-wise module (``names``) of ``model`` that is called on a (batch, width, features)
+    input of ``keep``'s (batch, width) shape runs on the ``keep`` positions only; other calls (the shared prefix)
+    are untouched."""
     rows = keep.flatten().nonzero().squeeze(1)   # flat indices of the real tokens, found once per batch
     gathered: dict[torch.nn.Module, torch.Size] = {}   # module -> the (batch, width) its input had
 
@@ -46,7 +44,7 @@ def on_real_tokens(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]
 
     handles = []
     try:
-        for module in tokenwise_modules(model):
+        for module in tokenwise_modules(model, names):
             handles += [module.register_forward_pre_hook(gather), module.register_forward_hook(scatter)]
         yield
     finally:
