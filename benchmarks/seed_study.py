@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common import REPO, machine
 
+from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
@@ -127,9 +128,10 @@ def tables(run: Run) -> dict[str, dict]:
         if len(labels) > 10:
             raise ValueError(f"eval set {name!r}: {len(labels)} labels; the compact table holds at most 10")
         order = [row["id"] for row in first]
+        by_seed = {seed: index_predictions(rows, f"eval set {name!r}, seed {seed}") for seed, rows in seeds.items()}
         out[name] = {"ids": order, "gold": [row["gold"] for row in first], "labels": labels,
                      "predictions": {str(seed): "".join(str(labels.index(by_id[i]["prediction"])) for i in order)
-                                     for seed, rows in seeds.items() for by_id in [{r["id"]: r for r in rows}]}}
+                                     for seed, by_id in by_seed.items()}}
     return out
 
 

@@ -115,6 +115,21 @@ def build_tiny_model(directory: Path, family: str = "llama") -> Path:
     return directory
 
 
+def loss_and_lora_grads(model, batch, window: int, prefix: list[int], tokenwise: tuple[str, ...] = ()
+                        ) -> tuple[float, torch.Tensor]:
+    """The training loss of one collated batch and the LoRA gradients it gives, all flattened into one vector."""
+    from qlora_diff.model.finetune import answer_window_forward, answer_window_loss
+
+    model.train()
+    model.zero_grad()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    outputs = answer_window_forward(model, inputs, window, prefix, tokenwise)
+    loss = answer_window_loss(outputs.logits[:, :-1], batch["labels"])
+    loss.backward()
+    grads = [p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
+    return loss.item(), torch.cat(grads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "base")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, SNLI, TINY_FAMILIES, build_tiny_model, snli_rows, tiny_params
+from conftest import REPO, SNLI, TINY_FAMILIES, build_tiny_model, loss_and_lora_grads, snli_rows, tiny_params
 from synthetic import run_stage
 
 from qlora_diff.core.config import parse_config
@@ -30,8 +30,6 @@ from qlora_diff.model.families import FAMILIES, family_of, lora_targets, model_f
 from qlora_diff.model.finetune import (
     IGNORE_INDEX,
     LeftPadCollator,
-    answer_window_forward,
-    answer_window_loss,
     attach_lora,
     build_examples,
     split_shared_prefix,
@@ -93,16 +91,11 @@ def _loss_and_grads(family_dir: Path, family: str, fast: bool) -> tuple[float, t
     seen = []   # positions the first layer's MLP projections ran on (inside the MLP, after any gathering)
     inner = [m for m in tokenwise_modules(model, ("mlp",))[0].modules() if isinstance(m, torch.nn.Linear)][-1]
     probe = inner.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[:-1].numel()))
-    model.train()
     window = max(len(ids) for ids in answer_token_ids(cfg, tokenizer).values())
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    outputs = answer_window_forward(model, inputs, window, prefix, FAMILIES[family].tokenwise if fast else ())
-    loss = answer_window_loss(outputs.logits[:, :-1], batch["labels"])
-    loss.backward()
+    loss, grads = loss_and_lora_grads(model, batch, window, prefix, FAMILIES[family].tokenwise if fast else ())
     probe.remove()
-    grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
     real = int(batch["attention_mask"][:, len(prefix):].sum())
-    return loss.item(), grads, [seen[-1], real, batch["input_ids"].numel()]
+    return loss, grads, [seen[-1], real, batch["input_ids"].numel()]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -9,7 +9,7 @@ import bitsandbytes as bnb
 import pytest
 import torch
 import yaml
-from conftest import BF16_FLAGS, prepare_all, snli_rows, tiny_params
+from conftest import BF16_FLAGS, loss_and_lora_grads, prepare_all, snli_rows, tiny_params
 
 from qlora_diff.core import atomic
 from qlora_diff.core.config import load_config, parse_config
@@ -18,7 +18,6 @@ from qlora_diff.data.prompts import answer_token_ids, format_prompt
 from qlora_diff.model.finetune import (
     IGNORE_INDEX,
     LeftPadCollator,
-    answer_window_forward,
     answer_window_loss,
     attach_lora,
     build_examples,
@@ -79,19 +78,6 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
     assert doubled.item() == pytest.approx(expected.item() / 2, rel=1e-5)
     too_narrow = answer_window_loss(windowed[:, 1:], batch["labels"])
     assert too_narrow.item() != pytest.approx(expected.item(), rel=1e-3), "a window that drops answer tokens"
-
-
-def loss_and_lora_grads(model, batch, window: int, prefix: list[int], tokenwise: tuple[str, ...] = ()
-                        ) -> tuple[float, torch.Tensor]:
-    """The training loss of one collated batch and the LoRA gradients it gives, all flattened into one vector."""
-    model.train()
-    model.zero_grad()
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    outputs = answer_window_forward(model, inputs, window, prefix, tokenwise)
-    loss = answer_window_loss(outputs.logits[:, :-1], batch["labels"])
-    loss.backward()
-    grads = [p.grad.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
-    return loss.item(), torch.cat(grads)
 
 
 def shared_and_unshared(cfg, model_dir, model, count: int = 6):
