@@ -95,7 +95,7 @@ def main() -> None:
                     (f"{LARGE:,} rows", sets, scaled(pages, LARGE)))
         for label, shown_sets, chosen in variants:
             path = Path(tmp) / f"{len(results)}.html"
-            path.write_text(render_page(shown_sets, finetune, chosen), encoding="utf-8")
+            path.write_text(render_page(shown_sets, finetune, chosen, cfg), encoding="utf-8")
             rows = sum(len(page.rows) for page in chosen)
             results.append({"page": label, "rows": rows, "size, MB": round(path.stat().st_size / 1e6, 2),
                             "bytes per row": None, **measure(browser, path, first, tuple(busiest))})

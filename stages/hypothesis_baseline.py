@@ -1,4 +1,4 @@
-"""Stage hypothesis_baseline: fit the hypothesis-only classifier -> models/hypothesis_baseline.pkl, metrics/hypothesis_baseline.json.
+"""Stage hypothesis_baseline: fit the bag-of-words baseline (NLI: hypothesis-only) -> models/hypothesis_baseline.pkl, metrics/hypothesis_baseline.json.
 
 Usage: python stages/hypothesis_baseline.py [--params params.yaml]
 """
@@ -17,7 +17,7 @@ def main(cfg: Config) -> None:
     metrics = {"train_rows": cfg.hypothesis_baseline.train_rows, "rows": len(rows),
                "vocabulary": len(model.named_steps["tfidf"].vocabulary_)}
     atomic.write_json(paths.HYPOTHESIS_METRICS, metrics)
-    print(f"hypothesis-only baseline: {metrics['rows']} {metrics['train_rows']} rows, {metrics['vocabulary']} n-grams")
+    print(f"{cfg.task_spec.baseline_name} baseline: {metrics['rows']} {metrics['train_rows']} rows, {metrics['vocabulary']} n-grams")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ def main(cfg: Config) -> None:
         sections[name] = paths.set_report(name).read_text(encoding="utf-8")
     finetune = json.loads(paths.FINETUNE_METRICS.read_text())
     pages = [read_set_page(cfg, name, sets[name]) for name in cfg.eval_sets]
-    atomic.write_text(paths.REPORT_MARKDOWN, render_summary(sets, finetune, sections))
-    atomic.write_text(paths.REPORT_HTML, render_page(sets, finetune, pages))
+    atomic.write_text(paths.REPORT_MARKDOWN, render_summary(sets, finetune, sections, cfg.task_spec))
+    atomic.write_text(paths.REPORT_HTML, render_page(sets, finetune, pages, cfg))
     print(headline(sets))
 
 

@@ -1,6 +1,6 @@
-"""Stage slices@<set>: per-row slice features and the hypothesis-only baseline's predictions and metrics.
+"""Stage slices@<set>: per-row slice features and the bag-of-words baseline's predictions (NLI: hypothesis-only) and metrics.
 
-Writes reports/predictions/<set>/slices.jsonl and metrics/eval/<set>/slices.json (the hypothesis-only baseline's accuracy on the set).
+Writes reports/predictions/<set>/slices.jsonl and metrics/eval/<set>/slices.json (the baseline's accuracy on the set).
 Usage: python stages/slices.py SET [--params params.yaml]
 """
 
@@ -22,7 +22,7 @@ def main(cfg: Config, eval_set: str) -> None:
     metrics = {"eval_set": eval_set, "train_rows": cfg.hypothesis_baseline.train_rows, **metrics}
     atomic.write_jsonl(paths.slice_rows(eval_set), slice_rows)
     atomic.write_json(paths.slice_metrics(eval_set), metrics)
-    print(f"{eval_set}: hypothesis-only accuracy {metrics['accuracy']:.1%} "
+    print(f"{eval_set}: {cfg.task_spec.baseline_name} accuracy {metrics['accuracy']:.1%} "
           f"[{metrics['accuracy_ci_low']:.1%}, {metrics['accuracy_ci_high']:.1%}]")
 
 

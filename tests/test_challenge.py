@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from qlora_diff.data import challenge
-from qlora_diff.data.challenge import HYPERNYMS, INTRANSITIVE, PLACES, TEMPLATES, TRANSITIVE, UNRELATED, generate
+from qlora_diff.data import nli_challenge as challenge
+from qlora_diff.data.nli_challenge import HYPERNYMS, INTRANSITIVE, PLACES, TEMPLATES, TRANSITIVE, UNRELATED, generate
 
 PAST_TO_BASE = dict(INTRANSITIVE)
 PARTICIPLE = dict(TRANSITIVE)

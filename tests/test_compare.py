@@ -178,7 +178,7 @@ def test_headline_never_claims_a_general_improvement_unless_every_set_improved()
     assert both.startswith("The adapter improved accuracy significantly on every evaluation set")
     assert "majority" not in both
     mixed = headline({"a": stats(0.3, 1e-9), "b": stats(-0.007, 0.8), "c": stats(-0.1, 0.001)})
-    assert "every" not in mixed and "did not improve NLI in general" in mixed
+    assert "every" not in mixed and "did not improve the task in general" in mixed
     assert "significantly on `a` (+30.0 points" in mixed
     assert "significantly worse on `c` (-10.0 points" in mixed
     assert "not statistically significant on `b` (-0.7 points, p = 0.8)" in mixed

@@ -102,7 +102,7 @@ def test_overlapping_pairs_are_removed_from_train():
     pool = _pool(50)
     eval_rows = pool[:10]
     train = pool[5:] + [{**pool[0], "id": "dup"}]
-    kept, removed = remove_overlap(train, eval_rows)
+    kept, removed = remove_overlap(train, eval_rows, ["premise", "hypothesis"])
     assert removed == 6
     assert not {(r["premise"], r["hypothesis"]) for r in kept} & {(r["premise"], r["hypothesis"]) for r in eval_rows}
 

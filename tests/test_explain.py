@@ -96,7 +96,7 @@ def test_random_flips_state_findings_in_at_most_10_of_100_null_runs():
         categories = [category(b["correct"], a["correct"]) for b, a in pairs]
         tests = over_representation(categories, members, min_rows=10)
         assert len(tests) == 3 * (3 + 2 + 10)  # every category x every slice value
-        runs_with_findings += bool(findings(tests, 0.05))
+        runs_with_findings += bool(findings(tests, CFG))
     assert runs_with_findings <= 10, runs_with_findings
 
 

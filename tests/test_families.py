@@ -78,7 +78,7 @@ def _loss_and_grads(family_dir: Path, family: str, fast: bool) -> tuple[float, t
                                    train={"attention": "eager" if fast else "sdpa"}))
     model = attach_lora(cfg, load_causal_lm(family_dir, cfg, CPU))
     tokenizer = load_tokenizer(family_dir)
-    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r)}
             for r in snli_rows("validation", 6)]
     examples, _ = build_examples(cfg, tokenizer, rows)
     prefix, examples = split_shared_prefix(examples) if fast else ([], examples)
@@ -113,7 +113,7 @@ def test_every_speed_knob_on_gives_the_loss_and_lora_gradients_of_every_knob_off
 def test_qwen2_prompts_carry_its_default_system_prompt_and_train_on_the_answer_only(family_dirs):
     cfg = parse_config(tiny_params(prompt={"system": ""}))
     tokenizer = load_tokenizer(family_dirs["qwen2"])
-    prompt = format_prompt(cfg, tokenizer, "A man sleeps.", "A person rests.")
+    prompt = format_prompt(cfg, tokenizer, {"premise": "A man sleeps.", "hypothesis": "A person rests."})
     assert prompt.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
     assert prompt.endswith("<|im_start|>assistant\n")
     (example,), _ = build_examples(cfg, tokenizer, [{"prompt": prompt, "label": "neutral"}])

@@ -41,7 +41,7 @@ LLAMA = FAMILIES["llama"]   # the tiny model's family and SmolLM2's
 
 
 def real_batch(cfg, tokenizer, count: int = 4) -> dict[str, torch.Tensor]:
-    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r)}
             for r in snli_rows("validation", count)]
     examples, _ = build_examples(cfg, tokenizer, rows)
     return LeftPadCollator(tokenizer.pad_token_id)(examples)
@@ -50,7 +50,7 @@ def real_batch(cfg, tokenizer, count: int = 4) -> dict[str, torch.Tensor]:
 def test_only_answer_tokens_carry_labels(tiny_model_dir):
     cfg = parse_config(tiny_params())
     tokenizer = load_tokenizer(tiny_model_dir)
-    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])} for r in snli_rows("train", 5)]
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r)} for r in snli_rows("train", 5)]
     examples, too_long = build_examples(cfg, tokenizer, rows)
     answers = answer_token_ids(cfg, tokenizer)
     assert too_long == 0
@@ -83,7 +83,7 @@ def test_windowed_loss_equals_full_answer_only_cross_entropy(tiny_model_dir):
 def shared_and_unshared(cfg, model_dir, model, count: int = 6):
     """(loss, LoRA gradients) of the same rows with and without the shared prefix, and the prefix."""
     tokenizer = load_tokenizer(model_dir)
-    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r)}
             for r in snli_rows("validation", count)]
     examples, _ = build_examples(cfg, tokenizer, rows)
     prefix, stripped = split_shared_prefix(examples)
@@ -158,7 +158,7 @@ def padded_and_skipped(cfg, model_dir, model, count: int, share: bool):
     """(loss, LoRA gradients) of one batch with padding computed and with it skipped, after checking that the MLP
     saw the padded batch, then its real tokens only, and that no hook is left behind."""
     tokenizer = load_tokenizer(model_dir)
-    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])}
+    rows = [{**r, "prompt": format_prompt(cfg, tokenizer, r)}
             for r in snli_rows("validation", count)]
     examples, _ = build_examples(cfg, tokenizer, rows)
     prefix, examples = split_shared_prefix(examples) if share else ([], examples)

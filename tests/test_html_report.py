@@ -17,7 +17,9 @@ from synthetic import LABELS, build_pairs, build_reports, slice_rows
 
 from qlora_diff.analysis.compare import join_predictions
 from qlora_diff.analysis.seeds import row_stability
-from qlora_diff.render.html_report import COLUMNS, _script_json, page_data, set_rows
+from qlora_diff.render.html_report import _script_json, columns, page_data, set_rows
+
+FIELDS = ("premise", "hypothesis")
 
 
 def committed_sets() -> list[str]:
@@ -36,7 +38,7 @@ def test_rows_carry_category_probabilities_and_slices():
     features = {row["id"]: row["features"] for row in slice_rows(base)}
     identity = {label: label for label in LABELS}
     one_seed = {row["id"]: row for row in row_stability(base, [adapter], identity)}
-    rows = set_rows("snli", pairs, features, identity, one_seed)
+    rows = set_rows("snli", pairs, features, identity, one_seed, FIELDS)
     assert [row["category"] for row in rows] == ["corrected", "corrected", "regressed", "still_wrong", "still_right"]
     assert [(row["seeds_right"], row["stability"]) for row in rows[:2]] == [("1/1", ""), ("1/1", "")]
     corrected = rows[0]
@@ -44,8 +46,9 @@ def test_rows_carry_category_probabilities_and_slices():
     assert (corrected["base_p"], corrected["gold_p_base"], corrected["gold_p_adapter"]) == (0.8, 0.1, 0.8)
     assert corrected["gold_p_change"] == pytest.approx(0.7)
     assert corrected["tags"] == "artifact-hard" and rows[1]["tags"] == "artifact-easy"
-    data = page_data([type("Page", (), {"rows": rows})()])
-    assert data["columns"] == list(COLUMNS) and data["features"] == ["artifact"]   # gold is a column already
+    data = page_data([type("Page", (), {"rows": rows})()], FIELDS)
+    assert data["columns"][:5] == ["set", "id", "premise", "hypothesis", "gold"] == columns(FIELDS)[:5]
+    assert data["fields"] == list(FIELDS) and data["features"] == ["artifact"]   # gold is a column already
     assert len(data["rows"]) == 5 and data["rows"][0][-1] == ["hard"]
 
 
@@ -57,7 +60,7 @@ def test_rows_carry_their_stability_across_seeds():
     identity = {label: label for label in LABELS}
     stability = {row["id"]: row for row in row_stability(base, [adapter, other], identity)}
     rows = set_rows("snli", join_predictions(base, adapter), {r["id"]: r["features"] for r in slice_rows(base)},
-                    identity, stability)
+                    identity, stability, FIELDS)
     assert [(row["seeds_right"], row["stability"]) for row in rows] == [
         ("1/2", "seed-dependent"), ("2/2", "stable-correct"), ("0/2", "stable-wrong"), ("0/2", "stable-wrong"),
         ("2/2", "stable-correct")]

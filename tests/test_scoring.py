@@ -28,7 +28,7 @@ def setup(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_causal_lm(tiny_model_dir, cfg, torch.device("cpu")).eval()
     rows = snli_rows("test", 7)
-    prompts = [format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"]) for r in rows]
+    prompts = [format_prompt(cfg, tokenizer, r) for r in rows]
     return cfg, tokenizer, model, prompts
 
 
@@ -123,7 +123,7 @@ def test_log_probabilities_are_bitwise_independent_of_the_batch_size(tiny_model_
     cfg = parse_config({"prompt": {"label_words": LABEL_WORDS}, "quant": {"load_in_4bit": False}})
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_causal_lm(tiny_model_dir, cfg, torch.device("cpu"), dtype).eval()
-    encoded = encode_prompts(tokenizer, [format_prompt(cfg, tokenizer, r["premise"], r["hypothesis"])
+    encoded = encode_prompts(tokenizer, [format_prompt(cfg, tokenizer, r)
                                          for r in snli_rows("test", 60)])
     sizes = [len(ids) for ids in encoded]
     assert max(sizes.count(size) for size in sizes) >= 3, "some batch must hold several rows"

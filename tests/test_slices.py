@@ -16,7 +16,7 @@ from qlora_diff.analysis.slices import bin_label, describe, overlap_share, row_f
 from qlora_diff.core.config import parse_config
 from qlora_diff.core.errors import ConfigError
 
-SLICES = parse_config({}).slices
+CFG = parse_config({})
 
 
 def test_words_split_the_negative_clitic():
@@ -28,7 +28,7 @@ def test_words_split_the_negative_clitic():
 def test_features_of_a_hand_checked_row():
     row = {"premise": "Two men are playing soccer in a park.", "hypothesis": "Nobody is playing soccer.",
            "label": "contradiction"}
-    features = row_features(SLICES, row, "hard")
+    features = row_features(CFG, row, "hard")
     assert features == {
         "gold": "contradiction", "artifact": "hard",
         "negation_in_hypothesis": "yes", "negation_in_premise": "no",
@@ -37,7 +37,7 @@ def test_features_of_a_hand_checked_row():
         "hypothesis_length": "<6 words", "premise_length": "<10 words",
     }
     challenge = {**row, "hypothesis": "Some women are sleeping.", "phenomenon": "quantifier"}
-    features = row_features(SLICES, challenge, "easy")
+    features = row_features(CFG, challenge, "easy")
     assert (features["quantifier_in_hypothesis"], features["overlap"], features["full_overlap"]) == ("yes", "<50%", "no")
     assert features["phenomenon"] == "quantifier"
 
@@ -51,17 +51,19 @@ def test_overlap_and_bins():
 
 def test_a_user_word_list_adds_two_slices():
     cfg = parse_config({"slices": {"word_lists": {"colour": ["red", "blue"]}}})
-    features = row_features(cfg.slices, {"premise": "A red car.", "hypothesis": "A car.", "label": "entailment"}, "easy")
+    features = row_features(cfg, {"premise": "A red car.", "hypothesis": "A car.", "label": "entailment"}, "easy")
     assert (features["colour_in_premise"], features["colour_in_hypothesis"]) == ("yes", "no")
     assert "negation_in_hypothesis" not in features
-    assert describe("colour_in_premise", "yes") == "a colour word in the premise"
+    assert describe("colour_in_premise", "yes", cfg) == "a colour word in the premise"
 
 
 @pytest.mark.parametrize("slices, message", [
     ({"word_lists": {"Bad Name": ["x"]}}, r"'slices.word_lists.Bad Name'"),
     ({"word_lists": {"negation": ["Not"]}}, r"'slices.word_lists.negation' has \['Not'\]"),
     ({"word_lists": {"negation": [False]}}, r"'slices.word_lists' is .*allowed: a mapping of strings to a list"),
-    ({"hypothesis_length_bins": [10, 6]}, r"'slices.hypothesis_length_bins' is \[10, 6\]; allowed: .*increasing"),
+    ({"length_bins": {"hypothesis": [10, 6], "premise": [10]}},
+     r"'slices.length_bins.hypothesis' is \[10, 6\]; allowed: .*increasing"),
+    ({"length_bins": {"hypothesis": [6]}}, r"'slices.length_bins' has no entry for \['premise'\]"),
     ({"overlap_bins": [0.5, 1.5]}, r"'slices.overlap_bins' is \[0.5, 1.5\]; allowed: shares in \(0, 1\]"),
     ({"q_threshold": 0}, r"'slices.q_threshold' is 0"),
 ])

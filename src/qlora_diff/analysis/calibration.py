@@ -2,9 +2,9 @@
 
 A model can score far below chance only because it leans on one label. Two label-free corrections remove that lean
 without training: *contextual calibration* (Zhao et al. 2021) divides each row's label probabilities by those the
-model gives a content-free input ("N/A" as premise and hypothesis); *batch calibration* (Zhou et al. 2024) divides by
+model gives a content-free input ("N/A" as every text field); *batch calibration* (Zhou et al. 2024) divides by
 the mean label probabilities over the unlabeled eval rows. lm-evaluation-harness's ``acc_norm`` divides each label's
-log-likelihood by the byte length of its answer word. Whatever one of these fixes is the label prior, not NLI.
+log-likelihood by the byte length of its answer word. Whatever one of these fixes is the label prior, not the task.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from qlora_diff.analysis.slices import ARTIFACT_EASY, ARTIFACT_HARD, YES, descri
 from qlora_diff.analysis.stats import GroupRow, add_q_values, group_table, paired_bootstrap_ci
 from qlora_diff.core.config import Config
 from qlora_diff.core.errors import InputError
+from qlora_diff.core.tasks import Task
 
 EXPLAINED = ("corrected", "regressed", "still_wrong")
 UNSTABLE = "seed_dependent"   # the category of a row left out of the tests (slices.stable_transitions_only)
@@ -36,8 +37,10 @@ class Explanation:
     tests: list[dict]
     findings: list[str]
     gain_split: dict | None
-    hypothesis_only: dict
+    hypothesis_only: dict   # the bag-of-words baseline's metrics on the set (the slices stage)
     q_threshold: float
+    task: Task
+    fields: tuple[str, ...]   # the rows' text fields, as the examples show them
     left_out_seed_dependent: int = 0   # rows not tested because their answer changes with the training seed
 
     def metrics(self) -> dict:
@@ -113,19 +116,19 @@ def over_representation(categories: list[str], members: dict[tuple[str, str], li
     return tests
 
 
-def finding_sentence(test: dict, words: dict[str, str] = CATEGORY_WORDS) -> str:
+def finding_sentence(test: dict, cfg: Config, words: dict[str, str] = CATEGORY_WORDS) -> str:
     """One passed test as a sentence; ``words`` names the categories (e.g. "Fixed by B" between two runs)."""
     lift = f"{test['lift']:.1f}" if test["lift"] >= 1.1 else f"{test['lift']:.2f}"  # a small lift keeps its digits
-    return (f"{words[test['category']]} have {describe(test['feature'], test['value'])} "
+    return (f"{words[test['category']]} have {describe(test['feature'], test['value'], cfg)} "
             f"{lift}x as often as all rows ({100 * test['rate_in_category']:.0f}% vs "
             f"{100 * test['rate_overall']:.0f}%, q = {test['q_value']:.2g}).")
 
 
-def findings(tests: list[dict], q_threshold: float, words: dict[str, str] = CATEGORY_WORDS) -> list[str]:
-    """Sentences for the tests that pass, strongest first within each category."""
-    passed = [t for t in tests if t["q_value"] <= q_threshold]
+def findings(tests: list[dict], cfg: Config, words: dict[str, str] = CATEGORY_WORDS) -> list[str]:
+    """Sentences for the tests that pass ``slices.q_threshold``, strongest first within each category."""
+    passed = [t for t in tests if t["q_value"] <= cfg.slices.q_threshold]
     passed.sort(key=lambda t: (EXPLAINED.index(t["category"]), t["q_value"], -t["lift"], t["feature"], t["value"]))
-    return [finding_sentence(t, words) for t in passed]
+    return [finding_sentence(t, cfg, words) for t in passed]
 
 
 def gain_split(cfg: Config, pairs: list[Pair], members: dict[tuple[str, str], list[int]]) -> dict | None:
@@ -160,8 +163,9 @@ def explain(cfg: Config, pairs: list[Pair], slice_rows: list[dict], hypothesis_o
     categories = [UNSTABLE if b["id"] in seed_dependent else category(b["correct"], a["correct"]) for b, a in pairs]
     tests = over_representation(categories, members, cfg.slices.min_rows)
     return Explanation(features=features, slices=slice_table(cfg, pairs, members), tests=tests,
-                       findings=findings(tests, cfg.slices.q_threshold), gain_split=gain_split(cfg, pairs, members),
-                       hypothesis_only=hypothesis_only, q_threshold=cfg.slices.q_threshold,
+                       findings=findings(tests, cfg), gain_split=gain_split(cfg, pairs, members),
+                       hypothesis_only=hypothesis_only, q_threshold=cfg.slices.q_threshold, task=cfg.task_spec,
+                       fields=tuple(cfg.fields),
                        left_out_seed_dependent=categories.count(UNSTABLE))
 
 

@@ -36,6 +36,7 @@ from qlora_diff.analysis.stats import group_table, significant
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config, ReportConfig, parse_config
 from qlora_diff.core.errors import ConfigError, InputError
+from qlora_diff.core.nli_legacy import upgrade
 
 SEED_STUDY = Path("benchmarks/results/seed_study.json")   # benchmarks/seed_study.py: the default config's seed noise
 FINE_TUNE = "fine-tune"   # the key of Run.dtypes for the training dtype (eval sets use their names)
@@ -217,7 +218,7 @@ def run_findings(pairs: list[tuple[dict, dict]], slice_rows: list[dict], cfg: Co
     """Slices over-represented among the rows B fixed, broke or both got wrong (the explanations' tests)."""
     members = slice_members(pairs, attach_features(pairs, slice_rows, origin))
     categories = [category(a["correct"], b["correct"]) for a, b in pairs]
-    return findings(over_representation(categories, members, cfg.slices.min_rows), cfg.slices.q_threshold, RUN_WORDS)
+    return findings(over_representation(categories, members, cfg.slices.min_rows), cfg, RUN_WORDS)
 
 
 def difference(set_name: str, pairs: list[tuple[dict, dict]], cfg: Config, seeds: SeedDifference | None = None,
@@ -299,14 +300,14 @@ def read_jsonl_at(path: Path, repo: str, rev: str | None) -> list[dict]:
 
 
 def params_at(repo: str, rev: str | None) -> dict:
-    """Run ``rev``'s params.yaml, read as `dvc exp run -S` writes it (YAML 1.2); an error when it has none with
-    eval_sets."""
+    """Run ``rev``'s params.yaml, read as `dvc exp run -S` writes it (YAML 1.2), in this version's keys
+    (``nli_legacy.upgrade``); an error when it has none with eval_sets."""
     from ruamel.yaml import YAML
 
     params = YAML(typ="safe", pure=True).load(read_text_at(Path("params.yaml"), repo, rev) or "")
     if not params or "eval_sets" not in params:
         raise InputError(f"run {rev or 'workspace'!r} has no params.yaml with eval_sets")
-    return params
+    return upgrade(params)
 
 
 def _recorded_dtype(path: Path, repo: str, rev: str | None) -> str | None:

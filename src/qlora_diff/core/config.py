@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from typing import Any, Literal, Union
 
 from ruamel.yaml import YAML, YAMLError
 
+from qlora_diff.core import nli
 from qlora_diff.core.errors import ConfigError
+from qlora_diff.core.tasks import RESERVED_FIELDS, TEXT, Task, template_fields
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -45,19 +46,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The fine-tuning rows (SNLI train by default), how they are read, and the model's label set."""
+    """The fine-tuning rows (SNLI train by default), how they are read, and the model's label set.
+    ``text_columns``: template field -> file column, where they differ (a field not named is read from its own
+    column)."""
 
     source: Literal["bundled", "local", "hub"] = "bundled"
     train_file: str = "data/snli/train.jsonl"
-    holdout_file: str = "data/snli/test.jsonl"  # train rows whose premise/hypothesis pair is in here are dropped
+    holdout_file: str = "data/snli/test.jsonl"  # train rows whose text fields all equal a row in here are dropped
     hub_name: str = "stanfordnlp/snli"
     hub_config: str = ""
     hub_revision: str = ""
     train_split: str = "train"
-    premise_column: str = "premise"
-    hypothesis_column: str = "hypothesis"
+    text_columns: dict[str, str] = field(default_factory=dict)
     label_column: str = "label"
-    labels: list[str] = field(default_factory=lambda: ["entailment", "neutral", "contradiction"])
+    labels: list[str] = field(default_factory=lambda: list(nli.LABELS))
     train_size: Union[int, Literal["all"]] = field(default=3000, metadata=_range(1))
     seed: int = 42
     on_bad_row: Literal["error", "skip"] = "error"
@@ -84,8 +86,7 @@ class EvalSetConfig:
     hub_config: str = ""
     hub_split: str = "test"
     hub_revision: str = ""
-    premise_column: str = "premise"
-    hypothesis_column: str = "hypothesis"
+    text_columns: dict[str, str] = field(default_factory=dict)   # as data.text_columns, for this set's file
     label_column: str = "label"
     label_map: dict[str, Union[str, list[str]]] = field(default_factory=dict)
     label_names: list[str] = field(default_factory=list)  # names of integer labels 0, 1, ...; default: label_map keys
@@ -111,13 +112,12 @@ def _default_eval_sets() -> dict[str, EvalSetConfig]:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """The chat prompt; ``template`` uses ``{premise}`` and ``{hypothesis}``."""
+    """The chat prompt; ``template`` names the row's text fields (``{text}``, ``{question}``, ...): they are the
+    fields every row must have."""
 
-    system: str = "Classify the relation between the premise and the hypothesis."
-    template: str = "Premise: {premise}\nHypothesis: {hypothesis}\nAnswer entailment, neutral or contradiction."
-    label_words: dict[str, str] = field(
-        default_factory=lambda: {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
-    )
+    system: str = nli.SYSTEM
+    template: str = nli.TEMPLATE
+    label_words: dict[str, str] = field(default_factory=lambda: {label: label for label in nli.LABELS})
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class EvalConfig:
     calibration: Literal["none", "contextual", "batch"] = "none"
     # auto: float32 on every CPU, bfloat16 on CUDA GPUs with native bf16 (runtime.resolve_compute_dtype)
     compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # premise = hypothesis
+    content_free_inputs: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # as every text field
 
 
 @dataclass(frozen=True)
@@ -196,9 +196,10 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class HypothesisBaselineConfig:
-    """A hypothesis-only classifier (Gururangan et al. 2018): eval rows it gets right are *artifact-easy*, the
-    rest *hard*. ``train_rows``: ``finetune`` = the fine-tune's rows; ``all`` = every usable row of the train
-    source (minus ``data.holdout_file`` pairs), as in the paper."""
+    """The bag-of-words baseline (for NLI the hypothesis-only classifier of Gururangan et al. 2018; the task names
+    the field it reads): eval rows it gets right are *artifact-easy*, the rest *hard*. ``train_rows``: ``finetune``
+    = the fine-tune's rows; ``all`` = every usable row of the train source (minus ``data.holdout_file`` rows), as in
+    the paper."""
 
     train_rows: Literal["finetune", "all"] = "finetune"
     ngram_max: int = field(default=2, metadata=_range(1, 5))
@@ -218,16 +219,17 @@ def _default_word_lists() -> dict[str, list[str]]:
 class SlicesConfig:
     """Per-row slice features and how the explanations test them.
 
-    Each ``word_lists`` entry NAME gives two yes/no slices, NAME_in_hypothesis and NAME_in_premise. Bins are
-    lower edges: ``[6, 10]`` gives <6, 6 to <10, >=10. Overlap is the share of the hypothesis's content words
-    (words not in ``overlap_stopwords``; ``english`` = scikit-learn's list) found in the premise.
+    Each ``word_lists`` entry NAME gives a yes/no slice NAME_in_FIELD per text field. ``length_bins``: per text
+    field, lower edges in words: ``[6, 10]`` gives <6, 6 to <10, >=10. Overlap (tasks with two fields to relate,
+    core/tasks.py) is the share of one field's content words (words not in ``overlap_stopwords``; ``english`` =
+    scikit-learn's list) found in the other.
     """
 
     word_lists: dict[str, list[str]] = field(default_factory=_default_word_lists)
     overlap_stopwords: Union[Literal["english"], list[str]] = "english"
     overlap_bins: list[float] = field(default_factory=lambda: [0.5])
-    hypothesis_length_bins: list[int] = field(default_factory=lambda: [6, 10])
-    premise_length_bins: list[int] = field(default_factory=lambda: [10, 20])
+    length_bins: dict[str, list[int]] = field(
+        default_factory=lambda: {name: list(edges) for name, edges in nli.LENGTH_BINS.items()})
     min_rows: int = field(default=10, metadata=_range(1))         # smaller slices are shown, never tested
     q_threshold: float = field(default=0.05, metadata=_range(0, 1, exclusive_min=True))  # BH q to state a finding
     stable_transitions_only: bool = False   # with replicates: test only rows whose answer no seed changes
@@ -239,8 +241,12 @@ class RuntimeConfig:
     threads: int = field(default=2, metadata=_range(0))  # fp32 training's bits follow it (benchmarks/threads.py)
 
 
+TASKS: dict[str, Task] = {task.name: task for task in (nli.NLI, TEXT)}
+
+
 @dataclass(frozen=True)
 class Config:
+    task: Literal["nli", "text"] = "nli"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -253,6 +259,16 @@ class Config:
     hypothesis_baseline: HypothesisBaselineConfig = field(default_factory=HypothesisBaselineConfig)
     slices: SlicesConfig = field(default_factory=SlicesConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def task_spec(self) -> Task:
+        """What the task adds to the general analyses (core/tasks.py)."""
+        return TASKS[self.task]
+
+    @property
+    def fields(self) -> list[str]:
+        """The row's text fields: those ``prompt.template`` names, in order."""
+        return template_fields(self.prompt.template)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -372,11 +388,7 @@ def _check_cross_fields(cfg: Config) -> None:
     words = list(cfg.prompt.label_words.values())
     if any(not w.strip() for w in words) or len(set(words)) != len(words):
         raise ConfigError(f"params: 'prompt.label_words' values {words!r}; allowed: distinct, non-empty words.")
-    fields = {name for _, name, _, _ in string.Formatter().parse(cfg.prompt.template) if name is not None}
-    if fields != {"premise", "hypothesis"}:
-        raise ConfigError(
-            f"params: 'prompt.template' uses fields {sorted(fields)}; allowed: exactly {{premise}} and {{hypothesis}}."
-        )
+    _check_fields(cfg)
     if not cfg.lora.target_modules:
         raise ConfigError("params: 'lora.target_modules' is empty; allowed: 'auto' or a list of module names such "
                           "as q_proj.")
@@ -389,7 +401,7 @@ def _check_cross_fields(cfg: Config) -> None:
     if cfg.train.max_steps == 0:
         raise ConfigError("params: 'train.max_steps' is 0; allowed: -1 (use train.epochs) or a positive integer.")
     for name, eval_set in cfg.eval_sets.items():
-        _check_eval_set(name, eval_set, cfg.data.labels)
+        _check_eval_set(name, eval_set, cfg.data.labels, cfg.fields)
     _check_slices(cfg.slices)
 
 
@@ -407,6 +419,34 @@ def _check_seeds(train: TrainConfig) -> None:
                           "allowed: distinct seeds other than train.seed, one replicate each.")
 
 
+def _check_fields(cfg: Config) -> None:
+    """The template's fields suit the task, and every column mapping and length-bin entry names one of them."""
+    fields, task = cfg.fields, cfg.task_spec
+    bad = [name for name in fields if not name.isidentifier() or name in RESERVED_FIELDS]
+    if not fields or bad:
+        raise ConfigError(f"params: 'prompt.template' uses fields {fields}; allowed: one or more {{name}} fields, "
+                          f"each a name of letters, digits and '_' other than {', '.join(sorted(RESERVED_FIELDS))}.")
+    if task.fields and sorted(fields) != sorted(task.fields):
+        raise ConfigError(f"params: 'prompt.template' uses fields {fields} but task '{task.name}' has exactly "
+                          f"{list(task.fields)}; allowed: those fields, or task: text for any fields.")
+    try:
+        cfg.prompt.template.format(**dict.fromkeys(fields, ""))
+    except (ValueError, IndexError, AttributeError, KeyError) as exc:
+        raise ConfigError(f"params: 'prompt.template' cannot be filled ({exc}); allowed: plain {{field}} "
+                          "placeholders, with {{ and }} for literal braces.") from exc
+    mappings = [("data.text_columns", cfg.data.text_columns)] + [
+        (f"eval_sets.{name}.text_columns", spec.text_columns) for name, spec in cfg.eval_sets.items()]
+    for key, columns in mappings:
+        unknown = sorted(set(columns) - set(fields))
+        if unknown:
+            raise ConfigError(f"params: '{key}' names {unknown}, which prompt.template does not use; allowed: "
+                              f"the template's fields {fields}.")
+    missing = [name for name in fields if name not in cfg.slices.length_bins]
+    if missing:
+        raise ConfigError(f"params: 'slices.length_bins' has no entry for {missing}, which prompt.template uses; "
+                          f"allowed: lower bin edges in words per field, e.g. {missing[0]}: [10, 20].")
+
+
 def _check_slices(slices: SlicesConfig) -> None:
     for name, words in slices.word_lists.items():
         if not re.fullmatch(r"[a-z0-9_]+", name) or not words:
@@ -416,8 +456,9 @@ def _check_slices(slices: SlicesConfig) -> None:
         if bad:
             raise ConfigError(f"params: 'slices.word_lists.{name}' has {bad}; allowed: lowercase words without spaces "
                               "at the ends (matching is case-insensitive).")
-    for key in ("overlap_bins", "hypothesis_length_bins", "premise_length_bins"):
-        edges = getattr(slices, key)
+    edge_lists = {"overlap_bins": slices.overlap_bins,
+                  **{f"length_bins.{name}": edges for name, edges in slices.length_bins.items()}}
+    for key, edges in edge_lists.items():
         if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0:
             raise ConfigError(f"params: 'slices.{key}' is {edges!r}; allowed: a non-empty, strictly increasing list "
                               "of positive lower bin edges.")
@@ -425,7 +466,7 @@ def _check_slices(slices: SlicesConfig) -> None:
         raise ConfigError(f"params: 'slices.overlap_bins' is {slices.overlap_bins!r}; allowed: shares in (0, 1].")
 
 
-def _check_eval_set(name: str, eval_set: EvalSetConfig, model_labels: list[str]) -> None:
+def _check_eval_set(name: str, eval_set: EvalSetConfig, model_labels: list[str], fields: list[str]) -> None:
     key = f"eval_sets.{name}"
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ConfigError(f"params: '{key}': the name {name!r} is used in file paths and stage names; "
@@ -438,6 +479,10 @@ def _check_eval_set(name: str, eval_set: EvalSetConfig, model_labels: list[str])
     if eval_set.source == "hub" and not (eval_set.hub_name and eval_set.hub_revision):
         raise ConfigError(f"params: '{key}.hub_name' and '{key}.hub_revision' must both be set for source 'hub'; "
                           "allowed: a dataset id and a pinned commit hash or tag.")
+    if eval_set.source == "challenge" and not set(fields) <= set(nli.NLI.fields):
+        raise ConfigError(f"params: '{key}.source' is 'challenge', the generated NLI challenge set, whose rows have "
+                          f"only {list(nli.NLI.fields)}, but prompt.template uses {fields}; allowed: bundled, local "
+                          "or hub.")
     if eval_set.source == "challenge" and eval_set.label_map:
         raise ConfigError(f"params: '{key}.label_map' is set for the generated challenge set; allowed: empty "
                           "(its labels are the model's).")

@@ -18,7 +18,7 @@ def with_prompts(cfg: Config, rows: list[dict], model_dir: Path) -> list[int]:
     tokenizer = load_tokenizer(model_dir)
     lengths = []
     for row in rows:
-        row["prompt"] = format_prompt(cfg, tokenizer, row["premise"], row["hypothesis"])
+        row["prompt"] = format_prompt(cfg, tokenizer, row)
         lengths.append(len(tokenizer(row["prompt"], add_special_tokens=False).input_ids))
     return lengths
 

@@ -10,20 +10,24 @@ from transformers import PreTrainedTokenizerBase
 from qlora_diff.core.config import Config
 
 
-def user_message(cfg: Config, premise: str, hypothesis: str) -> str:
-    return cfg.prompt.template.format(premise=premise, hypothesis=hypothesis)
+def user_message(cfg: Config, row: dict[str, str]) -> str:
+    """``prompt.template`` filled with the row's text fields."""
+    return cfg.prompt.template.format(**{name: row[name] for name in cfg.fields})
 
 
-def _messages(cfg: Config, premise: str, hypothesis: str) -> list[dict[str, str]]:
+def _messages(cfg: Config, row: dict[str, str]) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": cfg.prompt.system}] if cfg.prompt.system else []
-    return messages + [{"role": "user", "content": user_message(cfg, premise, hypothesis)}]
+    return messages + [{"role": "user", "content": user_message(cfg, row)}]
 
 
-def format_prompt(cfg: Config, tokenizer: PreTrainedTokenizerBase, premise: str, hypothesis: str) -> str:
-    """The prompt text up to and including the assistant turn header."""
-    return tokenizer.apply_chat_template(
-        _messages(cfg, premise, hypothesis), tokenize=False, add_generation_prompt=True
-    )
+def format_prompt(cfg: Config, tokenizer: PreTrainedTokenizerBase, row: dict[str, str]) -> str:
+    """The prompt text of a row (its text fields by name) up to and including the assistant turn header."""
+    return tokenizer.apply_chat_template(_messages(cfg, row), tokenize=False, add_generation_prompt=True)
+
+
+def content_free_row(cfg: Config, text: str) -> dict[str, str]:
+    """A row with ``text`` as every text field: contextual calibration's content-free input."""
+    return dict.fromkeys(cfg.fields, text)
 
 
 def answer_suffix(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -> str:
@@ -32,7 +36,7 @@ def answer_suffix(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -
     Deriving it from the template (rather than hard-coding ``<|im_end|>``) keeps multi-token
     labels and end-of-turn markers right for any chat model.
     """
-    probe = _messages(cfg, "p", "h")
+    probe = _messages(cfg, dict.fromkeys(cfg.fields, "x"))
     prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         probe + [{"role": "assistant", "content": cfg.prompt.label_words[label]}], tokenize=False

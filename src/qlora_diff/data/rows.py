@@ -1,4 +1,4 @@
-"""Read NLI rows from files or the hub, validate each one, and draw the stratified train/eval splits."""
+"""Read task rows from files or the hub, validate each one, and draw the stratified train/eval splits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from qlora_diff.core.config import BUNDLED_SPLITS, Config
 from qlora_diff.core.errors import ConfigError, InputError
+from qlora_diff.core.tasks import row_text
 
 NO_GOLD = {"-", "", "-1", -1}
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -71,8 +72,7 @@ class RowSource:
     labels: list[str]            # the label names allowed in this split
     label_names: list[str]       # integer label ids map to these names, in order
     label_hint: str              # the params key that defines ``labels``, for error messages
-    premise_column: str = "premise"
-    hypothesis_column: str = "hypothesis"
+    columns: dict[str, str]      # text field -> the column it is read from
     label_column: str = "label"
     hub: tuple[str, str, str, str] | None = None  # (name, config, split, revision) for a hub dataset
 
@@ -81,8 +81,15 @@ class RowSource:
         data = cfg.data
         hub = (data.hub_name, data.hub_config, data.train_split, data.hub_revision) if data.source == "hub" else None
         return cls(origin=f"{data.hub_name}[{data.train_split}]" if hub else data.train_file, labels=data.labels,
-                   label_names=data.labels, label_hint="data.labels", premise_column=data.premise_column,
-                   hypothesis_column=data.hypothesis_column, label_column=data.label_column, hub=hub)
+                   label_names=data.labels, label_hint="data.labels", columns=text_columns(cfg, data.text_columns),
+                   label_column=data.label_column, hub=hub)
+
+    @classmethod
+    def holdout(cls, cfg: Config) -> RowSource:
+        """``data.holdout_file``: read with the train file's columns."""
+        return cls(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
+                   label_hint="data.labels", columns=text_columns(cfg, cfg.data.text_columns),
+                   label_column=cfg.data.label_column)
 
     @classmethod
     def eval_set(cls, cfg: Config, name: str) -> RowSource:
@@ -91,10 +98,10 @@ class RowSource:
         hint = f"the keys of eval_sets.{name}.label_map" if spec.label_map else "data.labels"
         common = dict(labels=labels, label_names=spec.label_names or labels, label_hint=hint)
         if spec.source == "bundled":
-            return cls(origin=BUNDLED_SPLITS[spec.split], **common)
+            return cls(origin=BUNDLED_SPLITS[spec.split], columns=text_columns(cfg, {}), **common)
         hub = (spec.hub_name, spec.hub_config, spec.hub_split, spec.hub_revision) if spec.source == "hub" else None
-        return cls(origin=f"{spec.hub_name}[{spec.hub_split}]" if hub else spec.path, premise_column=spec.premise_column,
-                   hypothesis_column=spec.hypothesis_column, label_column=spec.label_column, hub=hub, **common)
+        return cls(origin=f"{spec.hub_name}[{spec.hub_split}]" if hub else spec.path,
+                   columns=text_columns(cfg, spec.text_columns), label_column=spec.label_column, hub=hub, **common)
 
     def raw_rows(self) -> list[tuple[int, dict | None, str | None]]:
         if self.hub is None:
@@ -116,38 +123,47 @@ class RowSource:
         return None
 
 
+def text_columns(cfg: Config, renamed: dict[str, str]) -> dict[str, str]:
+    """Each text field of the template -> its column: ``renamed``'s where given, else the field's own name."""
+    return {name: renamed.get(name, name) for name in cfg.fields}
+
+
+def _missing_columns(source: RowSource, row: dict) -> str | None:
+    missing = [col for col in [*source.columns.values(), source.label_column] if col not in row]
+    return f"missing column(s) {missing}; found {sorted(row)}" if missing else None
+
+
+def _row_error(source: RowSource, row: dict) -> str | None:
+    """Why a row with every column cannot be used (an unknown label, an empty text field), or None."""
+    if source.label_name(row[source.label_column]) is None:
+        return (f"unknown label {row[source.label_column]!r}; allowed: {source.labels} ({source.label_hint}) "
+                "or their indices")
+    empty = [name for name, col in source.columns.items() if not isinstance(row[col], str) or not row[col].strip()]
+    return f"empty {empty[0]}" if empty else None
+
+
 def read_rows(source: RowSource, id_prefix: str, on_bad_row: str) -> tuple[list[dict], ReadStats]:
-    """Validated rows ``{id, premise, hypothesis, label}`` in source order; ids are ``<id_prefix>-<line>``."""
+    """Validated rows ``{id, <text fields>, label}`` in source order; ids are ``<id_prefix>-<line>``."""
     stats = ReadStats()
     rows = []
-    columns = {"premise": source.premise_column, "hypothesis": source.hypothesis_column, "label": source.label_column}
     for number, row, error in source.raw_rows():
         stats.rows_read += 1
         if error is None:
-            missing = [col for col in columns.values() if col not in row]
-            if missing:
-                error = f"missing column(s) {missing}; found {sorted(row)}"
-        if error is None and row[columns["label"]] in NO_GOLD:
+            error = _missing_columns(source, row)
+        if error is None and row[source.label_column] in NO_GOLD:
             stats.no_gold_label += 1
             continue
         if error is None:
-            label = source.label_name(row[columns["label"]])
-            premise, hypothesis = row[columns["premise"]], row[columns["hypothesis"]]
-            if label is None:
-                error = (f"unknown label {row[columns['label']]!r}; allowed: {source.labels} ({source.label_hint}) "
-                         "or their indices")
-            elif not isinstance(premise, str) or not premise.strip():
-                error = "empty premise"
-            elif not isinstance(hypothesis, str) or not hypothesis.strip():
-                error = "empty hypothesis"
+            error = _row_error(source, row)
         if error is not None:
             if on_bad_row == "error":
                 raise InputError(f"{source.origin}:{number}: {error}. Fix the row or set data.on_bad_row: skip.")
             stats.bad_rows += 1
             stats.bad_row_reasons.append(f"{source.origin}:{number}: {error}")
             continue
-        rows.append({"id": f"{id_prefix}-{number:06d}", "premise": premise.strip(), "hypothesis": hypothesis.strip(),
-                     "label": label})
+        rows.append({"id": f"{id_prefix}-{number:06d}",
+                     **{name: row[col].strip() for name, col in source.columns.items()},
+                     "label": source.label_name(row[source.label_column])})
     return rows, stats
 
 
@@ -167,14 +183,10 @@ def stratified_sample(rows: list[dict], size: int | str, seed: int, key: str) ->
     return sorted(chosen, key=lambda row: order[row["id"]])
 
 
-def pair_key(row: dict) -> tuple[str, str]:
-    return row["premise"], row["hypothesis"]
-
-
-def remove_overlap(train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], int]:
-    """Drop train rows whose premise/hypothesis pair is also an eval row (eval wins, so it stays comparable)."""
-    eval_pairs = {pair_key(row) for row in eval_rows}
-    kept = [row for row in train_rows if pair_key(row) not in eval_pairs]
+def remove_overlap(train_rows: list[dict], eval_rows: list[dict], fields: list[str]) -> tuple[list[dict], int]:
+    """Drop train rows whose text fields all equal an eval row's (eval wins, so it stays comparable)."""
+    eval_texts = {row_text(row, fields) for row in eval_rows}
+    kept = [row for row in train_rows if row_text(row, fields) not in eval_texts]
     return kept, len(train_rows) - len(kept)
 
 
@@ -183,9 +195,7 @@ def training_pool(cfg: Config) -> tuple[list[dict], ReadStats, int]:
     pool, stats = read_rows(RowSource.training(cfg), "train", cfg.data.on_bad_row)
     overlap = 0
     if cfg.data.holdout_file:
-        holdout = RowSource(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
-                            label_hint="data.labels")
-        pool, overlap = remove_overlap(pool, read_rows(holdout, "holdout", "skip")[0])
+        pool, overlap = remove_overlap(pool, read_rows(RowSource.holdout(cfg), "holdout", "skip")[0], cfg.fields)
     return pool, stats, overlap
 
 

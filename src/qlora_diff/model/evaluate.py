@@ -23,7 +23,7 @@ from qlora_diff.core.runtime import (
     resolve_compute_dtype,
     select_device,
 )
-from qlora_diff.data.prompts import answer_token_ids, format_prompt
+from qlora_diff.data.prompts import answer_token_ids, content_free_row, format_prompt
 from qlora_diff.model.modeling import count_parameters, load_causal_lm, load_tokenizer
 from qlora_diff.model.scoring import encode_prompts, generate_answers, label_logprobs, parse_label
 
@@ -51,9 +51,9 @@ def load_for_eval(cfg: Config, model_dir: Path, adapter_dir: Path | None) -> tup
 
 
 def content_free_probs(cfg: Config, model: torch.nn.Module, tokenizer, answers: list[list[int]]) -> np.ndarray:
-    """Label probabilities for content-free inputs (each of ``eval.content_free_inputs`` as both premise and
-    hypothesis), averaged: the model's label prior, for contextual calibration (Zhao et al. 2021)."""
-    prompts = [format_prompt(cfg, tokenizer, text, text) for text in cfg.eval.content_free_inputs]
+    """Label probabilities for content-free inputs (each of ``eval.content_free_inputs`` as every text field),
+    averaged: the model's label prior, for contextual calibration (Zhao et al. 2021)."""
+    prompts = [format_prompt(cfg, tokenizer, content_free_row(cfg, text)) for text in cfg.eval.content_free_inputs]
     scores = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answers, len(prompts))
     return label_probs(np.array(scores)).mean(axis=0)
 
@@ -73,7 +73,7 @@ def _prediction_rows(cfg: Config, set_name: str, rows: list[dict], logprobs: lis
         probs = label_probs(np.array(logprobs))
     out = []
     for index, row in enumerate(rows):
-        record = {key: row[key] for key in ("id", "premise", "hypothesis", "phenomenon") if key in row}
+        record = {key: row[key] for key in ("id", *cfg.fields, "phenomenon") if key in row}
         record["gold"] = row["label"]
         if logprobs is not None:
             record["logprobs"] = {label: round(s, 5) for label, s in zip(labels, logprobs[index])}

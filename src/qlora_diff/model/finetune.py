@@ -323,9 +323,10 @@ def write_model_card(adapter_dir: Path, cfg: Config, metrics: dict, base_info: d
     from huggingface_hub import ModelCard, ModelCardData
 
     metrics = {key: value for key, value in metrics.items() if key not in RUN_DEPENDENT_METRICS}
-    header = ModelCardData(library_name="peft", tags=["qlora", "lora", "snli", "nli"]).to_yaml()
+    task = cfg.task_spec
+    header = ModelCardData(library_name="peft", tags=["qlora", "lora", *task.card_tags]).to_yaml()
     body = [
-        "# QLoRA adapter for natural language inference (SNLI)", "",
+        f"# QLoRA adapter for {task.card_title}", "",
         f"Base model: `{base_info.get('path')}` ({base_info.get('source')}, sha256 `{base_info.get('sha256')}`).", "",
         "Produced by the `finetune` stage of this repository's DVC pipeline. Params:", "",
         "```json", json.dumps({k: cfg.to_dict()[k] for k in ("quant", "lora", "train")}, indent=2), "```", "",
@@ -358,9 +359,9 @@ def build_trainer(cfg: Config, model_dir: Path, train_path: Path, checkpoint_dir
     examples, too_long = build_examples(cfg, tokenizer, atomic.read_jsonl(train_path))
     compute_dtype = resolve_compute_dtype(cfg.quant.compute_dtype, device)
     prefix, examples = split_shared_prefix(examples) if shares_prefix(cfg) else ([], examples)
-    family = model_family(model_dir)
     set_seed(cfg.train.seed)
     model = attach_lora(cfg, load_causal_lm(model_dir, cfg, device, compute_dtype))
+    family = family_of(model.config.model_type)
     trainer = AnswerOnlyTrainer(
         model=model,
         args=training_arguments(cfg, checkpoint_dir, device, compute_dtype),

@@ -1,4 +1,4 @@
-"""Score NLI prompts: label log-likelihood (default) or greedy generation plus a tolerant parser."""
+"""Score prompts: label log-likelihood (default) or greedy generation plus a tolerant parser."""
 
 from __future__ import annotations
 

@@ -21,14 +21,20 @@ from qlora_diff.analysis.explain import attach_features
 from qlora_diff.analysis.slices import tags
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import Config
+from qlora_diff.core.tasks import Task
 from qlora_diff.render import charts
 from qlora_diff.render.report import cross_set_table, headline, seed_summary, summary_paragraph
 
 TEMPLATES = Path(__file__).parent / "templates"
-# One row of the page's data, in this column order (the page script reads columns by name).
-COLUMNS = ("set", "id", "premise", "hypothesis", "gold", "base", "adapter", "base_p", "adapter_p", "gold_p_base",
-           "gold_p_adapter", "gold_p_change", "base_margin", "adapter_margin", "category", "seeds_right", "stability",
-           "tags", "slices")
+# One row of the page's data, in this column order (the page script reads columns by name); the task's text
+# fields come after "id".
+COLUMNS = ("set", "id", "gold", "base", "adapter", "base_p", "adapter_p", "gold_p_base", "gold_p_adapter",
+           "gold_p_change", "base_margin", "adapter_margin", "category", "seeds_right", "stability", "tags", "slices")
+
+
+def columns(fields: tuple[str, ...]) -> list[str]:
+    """The page's columns for rows with these text fields."""
+    return [*COLUMNS[:2], *fields, *COLUMNS[2:]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class SetPage:
     charts."""
 
     name: str
+    fields: tuple[str, ...]   # the rows' text fields
     metrics: dict
     rows: list[dict]
     charts: list[tuple[str, str]]   # (title, SVG)
@@ -47,7 +54,7 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
 
 
 def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], collapse: dict[str, str],
-             stability: dict[str, dict]) -> list[dict]:
+             stability: dict[str, dict], fields: tuple[str, ...]) -> list[dict]:
     """The page rows of one set, in the predictions file's order: both predictions with their probability, the
     gold label's probability before and after, both margins, the category, in how many training seeds the adapter
     is right and the row's stability label ('' with one seed: not measured), and the slice features."""
@@ -56,8 +63,8 @@ def set_rows(name: str, pairs: list[Pair], features: dict[str, dict[str, str]], 
         seeds = stability[base["id"]]
         gold_before, gold_after = gold_probability(base, collapse), gold_probability(adapter, collapse)
         rows.append({
-            "set": name, "id": base["id"], "premise": base["premise"], "hypothesis": base["hypothesis"],
-            "gold": base["gold"], "base": predicted_label(base), "adapter": predicted_label(adapter),
+            "set": name, "id": base["id"], **{field: base[field] for field in fields}, "gold": base["gold"],
+            "base": predicted_label(base), "adapter": predicted_label(adapter),
             "base_p": _rounded(label_probability(base, base["prediction"], collapse)),
             "adapter_p": _rounded(label_probability(adapter, adapter["prediction"], collapse)),
             "gold_p_base": _rounded(gold_before), "gold_p_adapter": _rounded(gold_after),
@@ -101,9 +108,10 @@ def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:
     pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path), str(base_path),
                              str(adapter_path))
     features = attach_features(pairs, atomic.read_jsonl(slices_path), str(slices_path))
-    return SetPage(name=name, metrics=metrics,
+    fields = tuple(cfg.fields)
+    return SetPage(name=name, fields=fields, metrics=metrics,
                    rows=set_rows(name, pairs, features, cfg.eval_sets[name].collapse(cfg.data.labels),
-                                 {row["id"]: row for row in atomic.read_jsonl(stability_path)}),
+                                 {row["id"]: row for row in atomic.read_jsonl(stability_path)}, fields),
                    charts=set_charts(name, metrics, json.loads(slice_plot.read_text()),
                                      json.loads(reliability_plot.read_text())))
 
@@ -137,8 +145,8 @@ def _transition_matrix(page: SetPage) -> str:
             f'(columns); click a count to see its rows</caption><tr><th></th>{head}</tr>{"".join(body)}</table>')
 
 
-def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -> str:
-    rows, headers = cross_set_table(sets)
+def _summary_html(sets: dict[str, dict], finetune: dict, pages: list[SetPage], task: Task) -> str:
+    rows, headers = cross_set_table(sets, task)
     parts = [f"<p>{_inline(headline(sets))}</p>",
              _code_spans(tabulate(rows, headers=headers, tablefmt="html"))]   # tabulate escapes the cells
     if finetune:
@@ -158,16 +166,17 @@ def _charts_html(pages: list[SetPage]) -> str:
                      for page in pages for title, svg in page.charts)
 
 
-def page_data(pages: list[SetPage]) -> dict:
+def page_data(pages: list[SetPage], fields: tuple[str, ...]) -> dict:
     """The rows as compact columns (names once, values per row); slice features as one list of names, each row
     holding its values in that order ('' where a set lacks the feature; ``gold`` is a column already)."""
+    names = columns(fields)
     features: list[str] = []
     for page in pages:
         for row in page.rows:
-            features += [name for name in row["slices"] if name not in features and name not in COLUMNS]
-    rows = [[row[column] for column in COLUMNS[:-1]] + [[row["slices"].get(name, "") for name in features]]
+            features += [name for name in row["slices"] if name not in features and name not in names]
+    rows = [[row[column] for column in names[:-1]] + [[row["slices"].get(name, "") for name in features]]
             for page in pages for row in page.rows]
-    return {"columns": list(COLUMNS), "features": features, "rows": rows}
+    return {"columns": names, "fields": list(fields), "features": features, "rows": rows}
 
 
 def _script_json(payload: dict) -> str:
@@ -175,15 +184,19 @@ def _script_json(payload: dict) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
 
 
-def render_page(sets: dict[str, dict], finetune: dict, pages: list[SetPage]) -> str:
-    """The whole page: template with the CSS, script, summary, charts and row data filled in."""
+def render_page(sets: dict[str, dict], finetune: dict, pages: list[SetPage], cfg: Config) -> str:
+    """The whole page: template with the CSS, script, summary, charts, the task's field headers and row data filled
+    in."""
     template = (TEMPLATES / "comparison.html").read_text(encoding="utf-8")
+    fields = tuple(cfg.fields)
     filled = {
+        "<!--FIELD_HEADERS-->": "".join(f"<th>{html.escape(field)}</th>" for field in fields),
+        "<!--SEARCH_HINT-->": html.escape(", ".join(fields) + " or id", quote=True),
         "<!--STYLE-->": (TEMPLATES / "comparison.css").read_text(encoding="utf-8"),
         "<!--SCRIPT-->": (TEMPLATES / "comparison.js").read_text(encoding="utf-8"),
-        "<!--SUMMARY-->": _summary_html(sets, finetune, pages),
+        "<!--SUMMARY-->": _summary_html(sets, finetune, pages, cfg.task_spec),
         "<!--CHARTS-->": _charts_html(pages),
-        "<!--DATA-->": _script_json(page_data(pages)),
+        "<!--DATA-->": _script_json(page_data(pages, fields)),
     }
     for marker, value in filled.items():
         template = template.replace(marker, value, 1)

@@ -7,6 +7,7 @@ from tabulate import tabulate
 from qlora_diff.analysis.compare import Comparison, Pair, gold_probability
 from qlora_diff.analysis.explain import Explanation
 from qlora_diff.analysis.slices import tags
+from qlora_diff.core.tasks import Task
 
 
 def _pct(value: float | None) -> str:
@@ -78,7 +79,8 @@ def _metric_rows(base: dict, adapter: dict) -> list[list]:
     ]
 
 
-def _examples_table(chosen: list[Pair], collapse: dict[str, str], features: dict[str, dict[str, str]]) -> str:
+def _examples_table(chosen: list[Pair], collapse: dict[str, str], features: dict[str, dict[str, str]],
+                    fields: tuple[str, ...]) -> str:
     if not chosen:
         return "_None._"
 
@@ -86,10 +88,9 @@ def _examples_table(chosen: list[Pair], collapse: dict[str, str], features: dict
         before, after = gold_probability(base, collapse), gold_probability(adapter, collapse)
         return "n/a" if before is None or after is None else f"{before:.2f} -> {after:.2f}"
 
-    rows = [[base["id"], base["premise"], base["hypothesis"], base["gold"], base["prediction"], adapter["prediction"],
+    rows = [[base["id"], *(base[name] for name in fields), base["gold"], base["prediction"], adapter["prediction"],
              gold_change(base, adapter), tags(features[base["id"]])] for base, adapter in chosen]
-    return _table(rows, ["id", "premise", "hypothesis", "gold", "base", "adapter", "p(gold) base -> adapter",
-                         "slices"])
+    return _table(rows, ["id", *fields, "gold", "base", "adapter", "p(gold) base -> adapter", "slices"])
 
 
 def _interval(low: float, high: float) -> str:
@@ -147,12 +148,11 @@ def _calibration_parts(comparison: Comparison) -> list[str]:
 
 
 def _explanation_parts(explanation: Explanation, confidence: float) -> list[str]:
-    """The hypothesis-only baseline, the hard-vs-easy gain split, the tested findings and the slice table."""
-    only, split = explanation.hypothesis_only, explanation.gain_split
+    """The bag-of-words baseline, the hard-vs-easy gain split, the tested findings and the slice table."""
+    only, split, task = explanation.hypothesis_only, explanation.gain_split, explanation.task
     level = _level(confidence)
     parts = ["### Explanations", "",
-             f"A hypothesis-only classifier (TF-IDF + logistic regression that never sees the premise; "
-             f"Gururangan et al. 2018) scores {_pct(only['accuracy'])} [{_pct(only['accuracy_ci_low'])}, "
+             f"A {task.baseline_name} classifier ({task.baseline_blurb}) scores {_pct(only['accuracy'])} [{_pct(only['accuracy_ci_low'])}, "
              f"{_pct(only['accuracy_ci_high'])}] here (chance {_pct(only['chance_accuracy'])}, majority class "
              f"{_pct(only['majority_class_accuracy'])}). The rows it gets right are *artifact-easy*, the rest *hard*.",
              ""]
@@ -270,7 +270,7 @@ def render_set_section(comparison: Comparison, explanation: Explanation, seeds: 
                   "in opposite directions, which is how a heuristic shows.", "",
                   _group_table(comparison.by_phenomenon_and_gold, "phenomenon / gold"), ""]
     examples = lambda name: _examples_table(comparison.examples[name], comparison.collapse,
-                                                   explanation.features)
+                                                   explanation.features, explanation.fields)
     parts += [
         "Examples: the rows whose gold-label probability rose most (corrected), fell most (regressed) or moved most "
         "(still wrong), with their slices.", "",
@@ -318,7 +318,7 @@ def headline(sets: dict[str, dict]) -> str:
             parts.append("It made accuracy significantly worse on " + ", ".join(map(fmt, regressed)) + ".")
         if unclear:
             parts.append("The change is not statistically significant on " + ", ".join(map(fmt, unclear)) + ".")
-        parts.append("So the fine-tune did not improve NLI in general, only where stated.")
+        parts.append("So the fine-tune did not improve the task in general, only where stated.")
     for name, m in sets.items():
         adapter, majority = m["adapter"], m["base"]["majority_class_accuracy"]
         if m["compare"]["adapter_vs_majority_class"] != "above":
@@ -329,7 +329,7 @@ def headline(sets: dict[str, dict]) -> str:
     return " ".join(parts)
 
 
-def cross_set_table(sets: dict[str, dict]) -> tuple[list[list], list[str]]:
+def cross_set_table(sets: dict[str, dict], task: Task) -> tuple[list[list], list[str]]:
     """Rows and headers of the table that sets every evaluation set side by side, with baselines and CIs."""
     ci = lambda m: f"{_pct(m['accuracy'])} [{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]"
     rows = [[f"`{name}`", m["compare"]["examples"], _pct(m["base"]["majority_class_accuracy"]),
@@ -337,7 +337,7 @@ def cross_set_table(sets: dict[str, dict]) -> tuple[list[list], list[str]]:
              ci(m["adapter"]), f"{100 * m['compare']['accuracy_delta']:+.1f} [{100 * m['compare']['accuracy_delta_ci_low']:+.1f}, "
              f"{100 * m['compare']['accuracy_delta_ci_high']:+.1f}]", f"{m['compare']['mcnemar_p_value']:.3g}"]
             for name, m in sets.items()]
-    return rows, ["set", "rows", "majority class", "hypothesis-only", "base accuracy [CI]", "adapter accuracy [CI]",
+    return rows, ["set", "rows", "majority class", task.baseline_name, "base accuracy [CI]", "adapter accuracy [CI]",
                   "difference, points [paired CI]", "McNemar p"]
 
 
@@ -346,7 +346,7 @@ def frozen_weights_and_attention(finetune: dict) -> str:
     return f"frozen weights {finetune.get('frozen_weights_dtype', 'n/a')}, {finetune.get('attention', 'n/a')} attention"
 
 
-def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str]) -> str:
+def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, str], task: Task) -> str:
     """``reports/comparison.md``: the headline and the cross-set table, then every set's section.
 
     ``sets`` maps a set name to ``{"base": ..., "adapter": ..., "compare": ...}`` metrics.
@@ -354,7 +354,7 @@ def render_summary(sets: dict[str, dict], finetune: dict, sections: dict[str, st
     parts = [
         "# What fine-tuning changed", "",
         "## Across evaluation sets", "", headline(sets), "",
-        _table(*cross_set_table(sets)), "",
+        _table(*cross_set_table(sets, task)), "",
         "## Fine-tuning", "",
         f"{finetune.get('steps', 'n/a')} steps on {finetune.get('train_examples', 'n/a')} rows, "
         f"{finetune.get('parameters_trainable', 0):,} trainable parameters ({finetune.get('trainable_percent', 'n/a')}%), "

@@ -286,7 +286,35 @@ def seed_study(root: Path) -> str:
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
 
+SECOND_TASK = Path("benchmarks/results/second_task.json")   # benchmarks/second_task.py: the hypothesis-only task
+
+
+def second_task(root: Path) -> str:
+    """benchmarks/second_task.py's result for docs/tasks.md: per set, the hypothesis-only run beside the default NLI
+    run (baselines, base and adapter accuracies with CIs), then their row-by-row comparison."""
+    path = root / SECOND_TASK
+    if not path.is_file():
+        return "Not run yet: `python benchmarks/second_task.py run`."
+    result = json.loads(path.read_text(encoding="utf-8"))
+    runs = result["reads"]   # run -> what its model reads
+    ci = lambda s, which: f"{_pct(s[f'{which}_accuracy'])} [{100 * s[f'{which}_accuracy_ci_low']:.1f}, " \
+                          f"{100 * s[f'{which}_accuracy_ci_high']:.1f}]"
+    rows = [[f"`{name}`", label, s["rows"], _pct(s["majority_class_accuracy"]), ci(s, "baseline"), ci(s, "base"),
+             ci(s, "adapter")]
+            for name in result["runs"]["nli"]["sets"] for run, label in runs.items()
+            for s in [result["runs"][run]["sets"][name]]]
+    table = tabulate(rows, headers=["set", "the model reads", "rows", "majority class",
+                                    "hypothesis-only TF-IDF baseline [CI]", "base [CI]", "adapter [CI]"],
+                     tablefmt="github")
+    losses = "; ".join(f"{label}: final loss {result['runs'][run]['final_loss']}, "
+                       f"{result['runs'][run]['finetune_seconds']:.0f} s" for run, label in runs.items())
+    comparison = re.sub(r"^## ", "### ", result["comparison"].strip(), flags=re.M)
+    return "\n".join([table, "", f"Fine-tunes: {losses}. Experiment `{result['experiment']}` of commit "
+                                 f"{result['commit'][:7]}; {_machine(result)}", "", comparison])
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
+    "second_task": second_task,
     "results": results,
     "seed_study": seed_study,
     "timing": timing,

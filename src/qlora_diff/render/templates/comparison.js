@@ -40,7 +40,7 @@
       if (value(row, name) !== chosen) return false;
     }
     if (!state.query) return true;
-    const text = (row[COL.id] + " " + row[COL.premise] + " " + row[COL.hypothesis]).toLowerCase();
+    const text = [row[COL.id], ...DATA.fields.map((field) => row[COL[field]])].join(" ").toLowerCase();
     return text.includes(state.query);
   }
 
@@ -83,8 +83,7 @@
       tr.className = "row " + row[COL.category];
       cell(tr, row[COL.set]);
       cell(tr, row[COL.id]);
-      cell(tr, row[COL.premise], "text");
-      cell(tr, row[COL.hypothesis], "text");
+      for (const field of DATA.fields) cell(tr, row[COL[field]], "text");
       cell(tr, row[COL.gold]);
       cell(tr, `${row[COL.base]} (${fixed(row[COL.base_p], 2)})`);
       cell(tr, `${row[COL.adapter]} (${fixed(row[COL.adapter_p], 2)})`);
