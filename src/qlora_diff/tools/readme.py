@@ -307,9 +307,16 @@ def second_task(root: Path) -> str:
                                     "hypothesis-only TF-IDF baseline [CI]", "base [CI]", "adapter [CI]"],
                      tablefmt="github")
     losses = "; ".join(f"{label}: final loss {result['runs'][run]['final_loss']}, "
-                       f"{result['runs'][run]['finetune_seconds']:.0f} s" for run, label in runs.items())
+                       f"{result['runs'][run]['finetune_seconds']:.0f} s, "
+                       f"{result['runs'][run]['train_rows_removed_for_holdout_overlap']} train rows held out as "
+                       "test text" for run, label in runs.items())
     comparison = re.sub(r"^## ", "### ", result["comparison"].strip(), flags=re.M)
-    return "\n".join([table, "", f"Fine-tunes: {losses}. Experiment `{result['experiment']}` of commit "
+    shares = [f"- `{name}`: {_pct(s['share'])} [{_pct(s['ci'][0])}, {_pct(s['ci'][1])}] ({s['confidence']:.0%} paired "
+              "bootstrap CI over rows; one training seed a run, so seed noise is not in it)"
+              for name, s in result["gain_share"].items()]
+    return "\n".join([table, "", "Share of the default run's gain (adapter minus base) that the hypothesis-only "
+                                 "fine-tune gains too, on the same rows:", "", *shares, "",
+                       f"Fine-tunes: {losses}. Experiment `{result['experiment']}` of commit "
                                  f"{result['commit'][:7]}; {_machine(result)}", "", comparison])
 
 
