@@ -157,7 +157,8 @@ def comparison(challenger: str, configs: dict[str, dict], cfg) -> dict:
             "margin": cfg.report.equivalence_margin, "confidence": cfg.report.confidence,
             "sets": [{"set": d.set_name, "seeds_a": d.seeds.seeds_a, "seeds_b": d.seeds.seeds_b,
                       "mean_a": round(d.seeds.mean_a, 4), "mean_b": round(d.seeds.mean_b, 4),
-                      "delta": round(d.seeds.delta, 4), "ci": [d.seeds.ci_low, d.seeds.ci_high],
+                      # unrounded: the README rounds it to 0.1 points from the value the verdict sentence rounds
+                      "delta": d.seeds.delta, "ci": [d.seeds.ci_low, d.seeds.ci_high],
                       "beyond_noise": d.seeds.beyond_noise, "margin_verdict": d.margin_verdict,
                       "verdict": d.verdict(REFERENCE, challenger),
                       "mdd": round(d.plan.mdd, 4) if d.plan else None,
