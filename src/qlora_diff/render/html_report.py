@@ -43,7 +43,6 @@ class SetPage:
     charts."""
 
     name: str
-    fields: tuple[str, ...]   # the rows' text fields
     metrics: dict
     rows: list[dict]
     charts: list[tuple[str, str]]   # (title, SVG)
@@ -108,10 +107,9 @@ def read_set_page(cfg: Config, name: str, metrics: dict) -> SetPage:
     pairs = join_predictions(atomic.read_jsonl(base_path), atomic.read_jsonl(adapter_path), str(base_path),
                              str(adapter_path))
     features = attach_features(pairs, atomic.read_jsonl(slices_path), str(slices_path))
-    fields = tuple(cfg.fields)
-    return SetPage(name=name, fields=fields, metrics=metrics,
+    return SetPage(name=name, metrics=metrics,
                    rows=set_rows(name, pairs, features, cfg.eval_sets[name].collapse(cfg.data.labels),
-                                 {row["id"]: row for row in atomic.read_jsonl(stability_path)}, fields),
+                                 {row["id"]: row for row in atomic.read_jsonl(stability_path)}, tuple(cfg.fields)),
                    charts=set_charts(name, metrics, json.loads(slice_plot.read_text()),
                                      json.loads(reliability_plot.read_text())))
 
