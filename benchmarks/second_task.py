@@ -38,7 +38,7 @@ from qlora_diff.analysis.runs import (
 )
 from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.core import atomic, paths
-from qlora_diff.core.config import Config, load_config
+from qlora_diff.core.config import Config, ReportConfig, load_config
 
 EXPERIMENT = "hypothesis-only"
 REFERENCE = "HEAD"
@@ -81,13 +81,18 @@ def correct(rev: str, set_name: str, which: str, ids: list[str]) -> np.ndarray:
 
 
 def gain_share(cfg: Config, set_name: str) -> dict:
-    """How much of the default run's gain (adapter minus base accuracy) the hypothesis-only run gains too, on the
-    same rows: the ratio of the two gains, with a percentile bootstrap CI that resamples rows, all four answers of
-    a row together."""
+    """How much of the default run's gain the hypothesis-only run gains too on ``set_name``'s rows."""
     ids = [row["id"] for row in read_jsonl_at(paths.predictions(set_name, "base"), str(REPO), REFERENCE)]
     answers = [correct(rev, set_name, which, ids) for rev in (REFERENCE, EXPERIMENT) for which in ("base", "adapter")]
+    return share_of_gain(*answers, report=cfg.report)
+
+
+def share_of_gain(default_base: np.ndarray, default_adapter: np.ndarray, other_base: np.ndarray,
+                  other_adapter: np.ndarray, report: ReportConfig) -> dict:
+    """The other run's gain (adapter minus base accuracy) over the default run's, from 0/1 answers on the same
+    rows, with a percentile bootstrap CI that resamples rows, all four answers of a row together."""
     share = lambda nb, na, hb, ha, axis: (ha.mean(axis) - hb.mean(axis)) / (na.mean(axis) - nb.mean(axis))
-    report = cfg.report
+    answers = [default_base, default_adapter, other_base, other_adapter]
     interval = bootstrap(answers, share, paired=True, vectorized=True, n_resamples=report.bootstrap_samples,
                          confidence_level=report.confidence, method="percentile",
                          rng=np.random.default_rng(report.seed), batch=1000).confidence_interval

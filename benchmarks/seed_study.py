@@ -33,12 +33,14 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from common import REPO, machine
 
 from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
+from qlora_diff.core.runtime import bf16_native
 from qlora_diff.tools.readme import seed_study
 
 CONFIGS = {   # config -> `dvc exp run -S` overrides
@@ -47,6 +49,7 @@ CONFIGS = {   # config -> `dvc exp run -S` overrides
     "bf16": ["quant.compute_dtype=bfloat16", "eval.compute_dtype=bfloat16", "train.extra_seeds=[1,2]"],
     "train2000": ["data.train_size=2000", "train.extra_seeds=[1,2]"],
 }
+NEEDS_NATIVE_BF16 = {"bf16"}   # its question is what bf16's speed costs: moot where bf16 is emulated
 REFERENCE = "default"
 QUESTIONS = {   # challenger -> what comparing it with the reference asks
     "r8": "r=8 against r=16",
@@ -69,9 +72,15 @@ def run(configs: list[str], force: bool = False) -> None:
     --force), so a study interrupted after some configs resumes where it stopped."""
     done = {config for config, entry in _read_study().get("configs", {}).items()
             if entry.get("baseline_commit") == head_commit() and "tables" in entry}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for config in configs:
         if config in done and not force:
             print(f"seed study: {config}: collected at this commit already (--force reruns it)", flush=True)
+            continue
+        if config in NEEDS_NATIVE_BF16 and not bf16_native(device) and not force:
+            print(f"seed study: {config}: skipped: {device} has no native bf16, so bf16 runs emulated here, several "
+                  "times slower than float32, and its time prices nothing; run it on a CPU with AVX512-BF16 or AMX "
+                  "or a CUDA GPU from Ampere on (--force runs it here)", flush=True)
             continue
         overrides = [arg for override in CONFIGS[config] for arg in ("-S", override)]
         print(f"seed study: {config}: dvc exp run --temp -n {experiment(config)} {' '.join(overrides)}", flush=True)

@@ -70,6 +70,8 @@ BAD_PARAMS = [
     ({"task": "text", "prompt": {"template": "{label}"}}, ["'prompt.template'", "other than", "label"]),
     ({"task": "text", "prompt": {"template": "{0}"}}, ["'prompt.template'", "['0']"]),
     ({"task": "text", "prompt": {"template": "no fields"}}, ["'prompt.template'", "one or more"]),
+    ({"prompt": {"template": "{premise} {hypothesis"}}, ["'prompt.template'", "cannot be parsed", "{{ and }}"]),
+    ({"prompt": {"template": "{premise} {hypothesis!z}"}}, ["'prompt.template'", "cannot be filled", "{{ and }}"]),
     ({"task": "text", "prompt": {"template": "{text}"}}, ["'slices.length_bins'", "['text']", "text: [10, 20]"]),
     ({"task": "text", "prompt": {"template": "{text}"}, "slices": {"length_bins": {"text": [10]}}},
      ["'eval_sets.challenge.source'", "['text']"]),

@@ -29,6 +29,20 @@ def test_explicit_dtypes_are_honoured_on_any_cpu(monkeypatch, flags):
     assert resolve_compute_dtype("bfloat16", CPU) == "bfloat16"
 
 
+@pytest.mark.parametrize("flags, emulated", [(BF16_FLAGS, False), (AMX_FLAGS, False), (NO_BF16_FLAGS, True)])
+def test_explicit_bf16_warns_only_where_the_cpu_emulates_it(monkeypatch, caplog, flags, emulated):
+    """An explicit bf16 request is honoured everywhere, and on a CPU without AVX512-BF16 or AMX it says that bf16
+    runs emulated there (slower than float32); float32 never warns."""
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    with caplog.at_level("WARNING", logger="qlora_diff.core.runtime"):
+        assert resolve_compute_dtype("bfloat16", CPU) == "bfloat16"
+        assert resolve_compute_dtype("float32", CPU) == "float32"
+    assert runtime.bf16_native(CPU) is not emulated
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == int(emulated)
+    assert all("emulates" in w and "amx_bf16 or avx512_bf16" in w for w in warnings)
+
+
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
 def test_auto_on_cuda_is_bf16_where_the_gpu_runs_it_natively(monkeypatch, native, expected):
     asked = []

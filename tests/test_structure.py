@@ -141,6 +141,25 @@ def test_the_pipeline_never_imports_the_developer_tools():
     assert importers == []
 
 
+def imported_packages(path: Path) -> set[str]:
+    """The top-level package of every import in a file, at any depth (function-level imports too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                         if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+
+
+def test_lm_eval_is_a_benchmark_dependency_only():
+    """lm-evaluation-harness checks the scorer from outside (benchmarks/lm_eval_agreement.py): no pipeline module
+    imports it and the project's requirements do not name it; the benchmark's own requirements pin it."""
+    pipeline = [*library_modules(), *(REPO / "stages").glob("*.py")]
+    assert [str(p.relative_to(REPO)) for p in pipeline if "lm_eval" in imported_packages(p)] == []
+    assert "lm_eval" in imported_packages(REPO / "benchmarks" / "lm_eval_agreement.py")
+    for requirements in ("requirements.txt", "pyproject.toml"):
+        assert "lm-eval" not in (REPO / requirements).read_text(encoding="utf-8").replace("lm_eval", "lm-eval")
+    assert re.search(r"^lm-eval==\d", (REPO / "benchmarks" / "requirements-lm-eval.txt").read_text(), re.M)
+
+
 TORCH_CHECK = """
 import importlib, sys
 importlib.import_module(sys.argv[1])

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO, SNLI, prepare_all, tiny_params
@@ -18,7 +19,7 @@ from synthetic import run_stage
 from qlora_diff.analysis.hypothesis_baseline import baseline_texts
 from qlora_diff.analysis.slices import describe, row_features
 from qlora_diff.core import atomic
-from qlora_diff.core.config import TASKS, parse_config
+from qlora_diff.core.config import TASKS, ReportConfig, parse_config
 from qlora_diff.core.nli import NLI
 from qlora_diff.core.tasks import template_fields
 
@@ -190,6 +191,31 @@ def test_the_documented_command_is_the_benchmarks_and_makes_the_hypothesis_only_
     assert cfg.task == "text" and cfg.fields == ["hypothesis"]
     assert cfg.prompt.template == HYPOTHESIS_ONLY["prompt"]["template"]
     assert cfg.prompt.system == HYPOTHESIS_ONLY["prompt"]["system"]
+
+
+def test_the_share_of_gain_is_the_ratio_of_the_two_gains_with_a_row_bootstrap_ci():
+    """benchmarks/second_task.py's gain share against a hand-computed ratio and a plain numpy row bootstrap: the
+    default run gains 80 of 200 rows (60 -> 140 right), the other run 40 (60 -> 100), so the share is 0.5."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from second_task import share_of_gain
+
+    n = 200
+    right = lambda count: (np.arange(n) < count).astype(float)
+    default_base, default_adapter, other_base, other_adapter = right(60), right(140), right(60), right(100)
+    result = share_of_gain(default_base, default_adapter, other_base, other_adapter,
+                           ReportConfig(bootstrap_samples=4000, seed=1))
+    assert result["share"] == 0.5
+    rng = np.random.default_rng(7)
+    shares = []
+    for _ in range(4000):
+        rows = rng.integers(0, n, n)
+        shares.append((other_adapter[rows].mean() - other_base[rows].mean())
+                      / (default_adapter[rows].mean() - default_base[rows].mean()))
+    low, high = np.percentile(shares, [2.5, 97.5])
+    assert low < 0.5 < high
+    assert result["ci"] == pytest.approx([low, high], abs=0.02)
 
 
 def test_params_from_before_tasks_read_as_todays():

@@ -419,9 +419,17 @@ def _check_seeds(train: TrainConfig) -> None:
                           "allowed: distinct seeds other than train.seed, one replicate each.")
 
 
+TEMPLATE_SYNTAX = "allowed: plain {field} placeholders, with {{ and }} for literal braces."
+
+
 def _check_fields(cfg: Config) -> None:
-    """The template's fields suit the task, and every column mapping and length-bin entry names one of them."""
-    fields, task = cfg.fields, cfg.task_spec
+    """The template parses and its fields suit the task; every column mapping names one of them, and every field
+    has length bins (bins for fields the template does not use are allowed, so one params file serves two templates)."""
+    try:
+        fields = cfg.fields
+    except ValueError as exc:   # an unbalanced brace: string.Formatter cannot parse the template at all
+        raise ConfigError(f"params: 'prompt.template' cannot be parsed ({exc}); {TEMPLATE_SYNTAX}") from exc
+    task = cfg.task_spec
     bad = [name for name in fields if not name.isidentifier() or name in RESERVED_FIELDS]
     if not fields or bad:
         raise ConfigError(f"params: 'prompt.template' uses fields {fields}; allowed: one or more {{name}} fields, "
@@ -432,8 +440,7 @@ def _check_fields(cfg: Config) -> None:
     try:
         cfg.prompt.template.format(**dict.fromkeys(fields, ""))
     except (ValueError, IndexError, AttributeError, KeyError) as exc:
-        raise ConfigError(f"params: 'prompt.template' cannot be filled ({exc}); allowed: plain {{field}} "
-                          "placeholders, with {{ and }} for literal braces.") from exc
+        raise ConfigError(f"params: 'prompt.template' cannot be filled ({exc}); {TEMPLATE_SYNTAX}") from exc
     mappings = [("data.text_columns", cfg.data.text_columns)] + [
         (f"eval_sets.{name}.text_columns", spec.text_columns) for name, spec in cfg.eval_sets.items()]
     for key, columns in mappings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from qlora_diff.core.config import Config, check_device_available
+
+log = logging.getLogger(__name__)
 
 
 def select_device(cfg: Config) -> torch.device:
@@ -43,15 +46,31 @@ def cpu_flags() -> set[str]:
     return set(cpu_info().get("flags", "").split())
 
 
+NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}   # without one of these, torch emulates bf16 matmuls on a CPU
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls in hardware: a CUDA GPU from Ampere on, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere bf16 is emulated, several times slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matmuls in hardware: CUDA GPUs from Ampere on. CPUs are never chosen for bf16
+    """Whether ``auto`` chooses bf16 on ``device``: CUDA GPUs with native bf16 only. CPUs are never chosen for bf16
     by ``auto``: their bf16 kernels round differently per CPU family, so results would follow the machine."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cuda" and bf16_native(device)
 
 
 def resolve_compute_dtype(requested: str, device: torch.device) -> str:
     """``auto`` -> ``bfloat16`` on a CUDA GPU with native bf16, ``float32`` everywhere else (every CPU: the
-    reference numerics, the same predictions on any CPU); explicit values are honoured."""
+    reference numerics, the same predictions on any CPU); explicit values are honoured, with a warning where bf16
+    is emulated."""
+    if requested == "bfloat16" and not bf16_native(device):
+        log.warning("compute dtype bfloat16 on %s, which has no native bf16 (%s): torch emulates it, several times "
+                    "slower than float32", device, "a GPU before Ampere" if device.type == "cuda"
+                    else f"no {' or '.join(sorted(NATIVE_BF16_CPU_FLAGS))}")
     if requested != "auto":
         return requested
     return "bfloat16" if bf16_supported(device) else "float32"

@@ -36,7 +36,7 @@ def answer_suffix(cfg: Config, tokenizer: PreTrainedTokenizerBase, label: str) -
     Deriving it from the template (rather than hard-coding ``<|im_end|>``) keeps multi-token
     labels and end-of-turn markers right for any chat model.
     """
-    probe = _messages(cfg, dict.fromkeys(cfg.fields, "x"))
+    probe = _messages(cfg, content_free_row(cfg, "x"))
     prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         probe + [{"role": "assistant", "content": cfg.prompt.label_words[label]}], tokenize=False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +87,8 @@ class RowSource:
 
     @classmethod
     def holdout(cls, cfg: Config) -> RowSource:
-        """``data.holdout_file``: read with the train file's columns."""
-        return cls(origin=cfg.data.holdout_file, labels=cfg.data.labels, label_names=cfg.data.labels,
-                   label_hint="data.labels", columns=text_columns(cfg, cfg.data.text_columns),
-                   label_column=cfg.data.label_column)
+        """``data.holdout_file``: a local file read with the train split's columns and labels."""
+        return dataclasses.replace(cls.training(cfg), origin=cfg.data.holdout_file, hub=None)
 
     @classmethod
     def eval_set(cls, cfg: Config, name: str) -> RowSource:
@@ -133,9 +132,10 @@ def _missing_columns(source: RowSource, row: dict) -> str | None:
     return f"missing column(s) {missing}; found {sorted(row)}" if missing else None
 
 
-def _row_error(source: RowSource, row: dict) -> str | None:
-    """Why a row with every column cannot be used (an unknown label, an empty text field), or None."""
-    if source.label_name(row[source.label_column]) is None:
+def _row_error(source: RowSource, row: dict, label: str | None) -> str | None:
+    """Why a row with every column cannot be used (an unknown label, an empty text field), or None; ``label`` is
+    the row's label as ``RowSource.label_name`` reads it."""
+    if label is None:
         return (f"unknown label {row[source.label_column]!r}; allowed: {source.labels} ({source.label_hint}) "
                 "or their indices")
     empty = [name for name, col in source.columns.items() if not isinstance(row[col], str) or not row[col].strip()]
@@ -153,8 +153,10 @@ def read_rows(source: RowSource, id_prefix: str, on_bad_row: str) -> tuple[list[
         if error is None and row[source.label_column] in NO_GOLD:
             stats.no_gold_label += 1
             continue
+        label = None
         if error is None:
-            error = _row_error(source, row)
+            label = source.label_name(row[source.label_column])
+            error = _row_error(source, row, label)
         if error is not None:
             if on_bad_row == "error":
                 raise InputError(f"{source.origin}:{number}: {error}. Fix the row or set data.on_bad_row: skip.")
@@ -163,7 +165,7 @@ def read_rows(source: RowSource, id_prefix: str, on_bad_row: str) -> tuple[list[
             continue
         rows.append({"id": f"{id_prefix}-{number:06d}",
                      **{name: row[col].strip() for name, col in source.columns.items()},
-                     "label": source.label_name(row[source.label_column])})
+                     "label": label})
     return rows, stats
 
 

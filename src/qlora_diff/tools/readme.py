@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from qlora_diff.analysis.margin import MAX_SEEDS
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
 from qlora_diff.render.report import frozen_weights_and_attention, machine_summary
@@ -140,7 +141,7 @@ def _machine(result: dict) -> str:
 
 
 BENCHMARKS = ("batch_invariance", "dtype_agreement", "eval_numerics", "eval_throughput", "html_report",
-              "repro_fresh_clone", "threads", "train_throughput")   # benchmarks/<name>.py -> results/<name>.json
+              "lm_eval_agreement", "repro_fresh_clone", "threads", "train_throughput")   # benchmarks/<name>.py -> results/<name>.json
 
 
 def benchmark(name: str) -> Callable[[Path], str]:
@@ -232,7 +233,7 @@ def price_list(study: dict) -> str:
             rows.append([f"`{challenger}`", item["question"], cost, f"`{each['set']}`",
                          f"{100 * each['delta']:+.1f} [{100 * each['ci'][0]:+.1f}, {100 * each['ci'][1]:+.1f}]",
                          each["margin_verdict"] or "none", "" if each["mdd"] is None else f"{100 * each['mdd']:.1f}",
-                         each["seeds_per_side"] or ""])
+                         "" if each["mdd"] is None else each["seeds_per_side"] or f"more than {MAX_SEEDS}"])
     if not rows:
         return ""
     margin = next(item["margin"] for item in study["comparisons"].values() if "margin" in item)
