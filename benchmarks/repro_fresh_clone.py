@@ -9,7 +9,9 @@ Measure on a quiet machine: nothing else running.
 Then, in the same clone, times one experiment (`dvc exp run -S lora.r=8` by default: finetune, adapter evaluations,
 compare, report), as a user changing one knob would.
 
-Run: python benchmarks/repro_fresh_clone.py [--cache-dir DIR] [--experiment lora.r=8]
+Run: python benchmarks/repro_fresh_clone.py [--cache-dir DIR] [--force] [--experiment lora.r=8]
+(--force: `dvc repro --force`, every stage recomputed; without it, as `make repro`, DVC skips the stages whose deps
+came out bit for bit as committed, e.g. the evaluations when the fine-tune reproduces the adapter exactly.)
 (--cache-dir: an empty DVC cache the clone fills and keeps, e.g. this checkout's .dvc/cache; this checkout then takes
 the clone's dvc.lock, metrics and reports and `dvc checkout`s the rest, before the experiment runs; the default is the
 clone's own cache, deleted with it.)
@@ -30,6 +32,7 @@ from common import REPO, clone_repo, copy_run, write_results
 from qlora_diff.analysis.reproduce import IDENTICAL
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+SKIPPED_LINE = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 
 
 def reproduction_verdict(clone: Path, env: dict) -> tuple[str, int]:
@@ -40,26 +43,32 @@ def reproduction_verdict(clone: Path, env: dict) -> tuple[str, int]:
     return check.splitlines()[0], sum(line.startswith("- ") and ": " in line for line in check.splitlines())
 
 
-def timed_stages(command: list[str], cwd: Path, env: dict) -> tuple[float, dict[str, float]]:
-    """Wall seconds of ``command`` and of each stage it ran (from one "Running stage" line to the next: the stage's
-    process, its DVC hashing and caching)."""
+def timed_stages(command: list[str], cwd: Path, env: dict) -> tuple[float, dict[str, float], list[str]]:
+    """Wall seconds of ``command``, of each stage it ran (from one "Running stage" line to the next: the stage's
+    process, its DVC hashing and caching), and the stages DVC skipped as up to date: a stage whose deps came out bit
+    for bit as dvc.lock records them (the evaluations, when the fine-tune reproduced the adapter exactly)."""
     start = time.perf_counter()
     marks: list[tuple[str, float]] = []
+    skipped: list[str] = []
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
             match = STAGE_LINE.match(line)
             if match:
                 marks.append((match.group(1), time.perf_counter()))
+            elif SKIPPED_LINE.match(line):
+                skipped.append(SKIPPED_LINE.match(line).group(1))
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, command)
     end = time.perf_counter()
     stops = [t for _, t in marks[1:]] + [end]
-    return end - start, {name: round(stop - begin, 1) for (name, begin), stop in zip(marks, stops)}
+    return end - start, {name: round(stop - begin, 1) for (name, begin), stop in zip(marks, stops)}, skipped
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache-dir", type=Path, help="an empty DVC cache for the clone to fill and keep")
+    parser.add_argument("--force", action="store_true",
+                        help="dvc repro --force: recompute every stage, also those DVC would skip as up to date")
     parser.add_argument("--experiment", default="lora.r=8",
                         help="then time `dvc exp run -S EXPERIMENT` in the clone ('' to skip)")
     args = parser.parse_args()
@@ -69,7 +78,7 @@ def main() -> None:
         clone, env = clone_repo(Path(tmp), args.cache_dir)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        wall, stages = timed_stages(["dvc", "repro"], clone, env)
+        wall, stages, skipped = timed_stages(["dvc", "repro", *(["--force"] if args.force else [])], clone, env)
         verdict, lines = reproduction_verdict(clone, env)
         if args.cache_dir is not None:
             copy_run(clone, REPO)   # the fine-tune runs once, not twice: the run-cache never restores persist outputs
@@ -78,13 +87,15 @@ def main() -> None:
         rows.append({"run": "dvc repro (fresh clone, empty cache)", "step": "all stages (wall)", "seconds": round(wall, 1)})
         if args.experiment:
             run = f"dvc exp run -S {args.experiment}"
-            exp_wall, exp_stages = timed_stages(["dvc", "exp", "run", "-S", args.experiment], clone, env)
+            exp_wall, exp_stages, _ = timed_stages(["dvc", "exp", "run", "-S", args.experiment], clone, env)
             rows += [{"run": run, "step": stage, "seconds": seconds} for stage, seconds in exp_stages.items()]
             rows.append({"run": run, "step": "all stages (wall)", "seconds": round(exp_wall, 1)})
     notes = [f"commit {commit}, fresh `git clone`, empty DVC cache, quiet machine",
              "per-stage seconds: from one `Running stage` line of DVC's output to the next (the stage's process, "
              "model loading included, and DVC's hashing and caching)",
-             f"{verdict} ({lines} lines of detail; `python -m qlora_diff.analysis.reproduce` in the clone)"]
+             f"{verdict} ({lines} lines of detail; `python -m qlora_diff.analysis.reproduce` in the clone)",
+             f"dvc repro{' --force' if args.force else ''} skipped as up to date (deps bit for bit as committed): "
+             f"{', '.join(skipped) or 'none'}"]
     write_results("repro_fresh_clone", "make repro in a fresh clone", rows, notes,
                   {"verdict": verdict, "identical_predictions": IDENTICAL in verdict})
 

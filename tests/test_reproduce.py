@@ -122,3 +122,21 @@ def test_the_command_reads_the_committed_run_from_git_and_writes_its_verdict(tmp
     assert unknown.returncode == 1 and unknown.stderr.strip().splitlines() == [
         "error: unknown revision 'nosuchrev': give a git commit, branch or tag, a DVC experiment name "
         "(`dvc exp list`), or 'workspace'"]
+
+
+def test_the_fresh_clone_benchmark_times_the_stages_dvc_ran_and_names_those_it_skipped(tmp_path):
+    """benchmarks/repro_fresh_clone.py reads DVC's output: a stage it ran is timed to the next one, and a stage DVC
+    skipped as up to date (the evaluations, when the fine-tune reproduced the adapter bit for bit) is named, so the
+    wall time is never read as the full run's."""
+    import os
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from repro_fresh_clone import timed_stages
+
+    script = ("echo \"Running stage 'finetune':\"; sleep 0.3; echo \"Stage 'evaluate_adapter@snli' didn't change, "
+              "skipping\"; echo \"Running stage 'report':\"")
+    wall, stages, skipped = timed_stages(["bash", "-c", script], tmp_path, dict(os.environ))
+    assert list(stages) == ["finetune", "report"] and skipped == ["evaluate_adapter@snli"]
+    assert stages["finetune"] >= 0.3 and wall >= stages["finetune"] + stages["report"]
