@@ -65,11 +65,16 @@ def timed(fn, repeats: int = 1) -> float:
     return best
 
 
+def device() -> torch.device:
+    """The device a benchmark's results describe: the GPU where there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def machine() -> dict:
     """The fingerprint every stage records (``runtime.machine_fingerprint``): what a result depends on."""
     from qlora_diff.core.runtime import machine_fingerprint
 
-    return machine_fingerprint(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return machine_fingerprint(device())
 
 
 def machine_key(fingerprint: dict) -> tuple:

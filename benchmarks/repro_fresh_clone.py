@@ -52,11 +52,10 @@ def timed_stages(command: list[str], cwd: Path, env: dict) -> tuple[float, dict[
     skipped: list[str] = []
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
-            match = STAGE_LINE.match(line)
-            if match:
+            if match := STAGE_LINE.match(line):
                 marks.append((match.group(1), time.perf_counter()))
-            elif SKIPPED_LINE.match(line):
-                skipped.append(SKIPPED_LINE.match(line).group(1))
+            elif match := SKIPPED_LINE.match(line):
+                skipped.append(match.group(1))
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, command)
     end = time.perf_counter()

@@ -33,8 +33,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from common import REPO, machine
+from common import REPO, device, machine
 
 from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
@@ -72,13 +71,13 @@ def run(configs: list[str], force: bool = False) -> None:
     --force), so a study interrupted after some configs resumes where it stopped."""
     done = {config for config, entry in _read_study().get("configs", {}).items()
             if entry.get("baseline_commit") == head_commit() and "tables" in entry}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = device()
     for config in configs:
         if config in done and not force:
             print(f"seed study: {config}: collected at this commit already (--force reruns it)", flush=True)
             continue
-        if config in NEEDS_NATIVE_BF16 and not bf16_native(device) and not force:
-            print(f"seed study: {config}: skipped: {device} has no native bf16, so bf16 runs emulated here, several "
+        if config in NEEDS_NATIVE_BF16 and not bf16_native(where) and not force:
+            print(f"seed study: {config}: skipped: {where} has no native bf16, so bf16 runs emulated here, several "
                   "times slower than float32, and its time prices nothing; run it on a CPU with AVX512-BF16 or AMX "
                   "or a CUDA GPU from Ampere on (--force runs it here)", flush=True)
             continue

@@ -40,17 +40,21 @@ def module_path(dotted: str) -> str | None:
     return str(path.relative_to(REPO)) if dotted.startswith(f"{PACKAGE}.") and path.is_file() else None
 
 
+def imported_names(path: Path) -> list[str]:
+    """Every dotted name a file imports anywhere in it (function-level imports too): ``import a.b`` gives a.b, and
+    ``from a import b`` gives a and a.b, since b may be a module."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
 def library_imports(path: Path) -> set[str]:
     """The ``qlora_diff`` modules a file imports anywhere in it, as ``src/qlora_diff/<package>/<name>.py`` paths."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        found |= {module for module in map(module_path, names) if module}
-    return found
+    return {module for module in map(module_path, imported_names(path)) if module}
 
 
 def library_modules() -> list[Path]:
@@ -141,20 +145,16 @@ def test_the_pipeline_never_imports_the_developer_tools():
     assert importers == []
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The top-level package of every import in a file, at any depth (function-level imports too)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-            for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
-                                         if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+def top_level(names: list[str]) -> set[str]:
+    return {name.split(".")[0] for name in names}
 
 
 def test_lm_eval_is_a_benchmark_dependency_only():
     """lm-evaluation-harness checks the scorer from outside (benchmarks/lm_eval_agreement.py): no pipeline module
     imports it and the project's requirements do not name it; the benchmark's own requirements pin it."""
     pipeline = [*library_modules(), *(REPO / "stages").glob("*.py")]
-    assert [str(p.relative_to(REPO)) for p in pipeline if "lm_eval" in imported_packages(p)] == []
-    assert "lm_eval" in imported_packages(REPO / "benchmarks" / "lm_eval_agreement.py")
+    assert [str(p.relative_to(REPO)) for p in pipeline if "lm_eval" in top_level(imported_names(p))] == []
+    assert "lm_eval" in top_level(imported_names(REPO / "benchmarks" / "lm_eval_agreement.py"))
     for requirements in ("requirements.txt", "pyproject.toml"):
         assert "lm-eval" not in (REPO / requirements).read_text(encoding="utf-8").replace("lm_eval", "lm-eval")
     assert re.search(r"^lm-eval==\d", (REPO / "benchmarks" / "requirements-lm-eval.txt").read_text(), re.M)
