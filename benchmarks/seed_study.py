@@ -39,7 +39,7 @@ from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
 from qlora_diff.core import atomic, paths
 from qlora_diff.core.config import load_config
-from qlora_diff.core.runtime import bf16_native
+from qlora_diff.core.runtime import NATIVE_BF16_CPU_FLAGS, bf16_native
 from qlora_diff.tools.readme import seed_study
 
 CONFIGS = {   # config -> `dvc exp run -S` overrides
@@ -78,8 +78,9 @@ def run(configs: list[str], force: bool = False) -> None:
             continue
         if config in NEEDS_NATIVE_BF16 and not bf16_native(where) and not force:
             print(f"seed study: {config}: skipped: {where} has no native bf16, so bf16 runs emulated here, several "
-                  "times slower than float32, and its time prices nothing; run it on a CPU with AVX512-BF16 or AMX "
-                  "or a CUDA GPU from Ampere on (--force runs it here)", flush=True)
+                  "times slower than float32, and its time prices nothing; run it on a CPU with "
+                  f"{' or '.join(sorted(NATIVE_BF16_CPU_FLAGS))} or a CUDA GPU from Ampere on (--force runs it here)",
+                  flush=True)
             continue
         overrides = [arg for override in CONFIGS[config] for arg in ("-S", override)]
         print(f"seed study: {config}: dvc exp run --temp -n {experiment(config)} {' '.join(overrides)}", flush=True)
