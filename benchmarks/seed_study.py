@@ -33,7 +33,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from common import REPO, device, machine
+from common import REPO, device, machine, machine_key
 
 from qlora_diff.analysis.compare import index_predictions
 from qlora_diff.analysis.runs import SEED_STUDY, Run, compare_runs, label_shifts, read_run
@@ -119,11 +119,44 @@ def config_summary(config: str, set_names: list[str]) -> dict:
                       **{key: seeds[key] for key in ("seeds", "compute_dtype", "adapter", "adapter_accuracy_by_seed",
                                                      "gain", "stability", "primary_seed_transitions", "phenomena")}}
     seeds = [int(seed) for seed in sets[set_names[0]]["seeds"]]
-    seconds = [read_metrics(rev, paths.FINETUNE_METRICS if seed == seeds[0] else paths.replicate_finetune_metrics(seed))
-               ["seconds"] for seed in seeds]
+    finetunes = [read_metrics(rev, paths.FINETUNE_METRICS if seed == seeds[0] else paths.replicate_finetune_metrics(seed))
+                 for seed in seeds]
+    evaluations = [[read_metrics(rev, paths.eval_metrics(name, "adapter") if seed == seeds[0]
+                                 else paths.replicate_eval_metrics(name, seed)) for name in set_names] for seed in seeds]
+    # medians over seeds: train.seed's fine-tune and evaluations may be the committed ones, timed on another day
     return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config],
-            # the median over seeds: train.seed's fine-tune may be the committed one, timed on another day
-            "finetune_seconds": statistics.median(seconds), "sets": sets, "tables": tables(read_run(rev, str(REPO)))}
+            "finetune_seconds": statistics.median(metrics["seconds"] for metrics in finetunes),
+            "eval_seconds": statistics.median(sum(metrics["seconds"] for metrics in seed) for seed in evaluations),
+            "sets": sets, "tables": tables(read_run(rev, str(REPO)))}
+
+
+def committed_run_timing(set_names: list[str]) -> dict | None:
+    """The committed run's fine-tune and adapter-evaluation seconds (this checkout's metrics, from `dvc repro` of the
+    default params) when this machine made them: the same-machine reference for a config collected on another machine
+    than the default config's seeds, whose own times would compare two machines."""
+    read = lambda path: json.loads((REPO / path).read_text(encoding="utf-8"))
+    finetune = read(paths.FINETUNE_METRICS)
+    evaluations = [read(paths.eval_metrics(name, "adapter")) for name in set_names]
+    if any(machine_key(metrics["machine"]) != machine_key(machine()) for metrics in [finetune, *evaluations]):
+        return None
+    return {"commit": head_commit(), "finetune_seconds": finetune["seconds"],
+            "eval_seconds": sum(metrics["seconds"] for metrics in evaluations)}
+
+
+def timing(challenger: str, configs: dict[str, dict]) -> dict | None:
+    """The challenger's fine-tune and evaluation seconds beside the default's on the same machine: the default
+    config's seeds where they ran on the challenger's machine, else the committed run recorded there; None when
+    neither was timed on it (a ratio across machines would price the machine, not the knob)."""
+    entry, reference = configs[challenger], configs[REFERENCE]
+    if machine_key(entry["machine"]) == machine_key(reference["machine"]):
+        times, committed_run = reference, None
+    elif entry.get("committed_run_timing"):
+        times = entry["committed_run_timing"]
+        committed_run = times["commit"]
+    else:
+        return None
+    return {"committed_run": committed_run,   # None: against the reference config's own seeds
+            **{key: [entry.get(key), times.get(key)] for key in ("finetune_seconds", "eval_seconds")}}
 
 
 def tables(run: Run) -> dict[str, dict]:
@@ -173,7 +206,8 @@ def comparison(challenger: str, configs: dict[str, dict], cfg) -> dict:
                       "mdd": round(d.plan.mdd, 4) if d.plan else None,
                       "seeds_per_side": d.plan.seeds_per_side if d.plan else None}
                      for d in differences],
-            "label_shifts": label_shifts(reference, challenging, cfg, REFERENCE, challenger)}
+            "label_shifts": label_shifts(reference, challenging, cfg, REFERENCE, challenger),
+            "timing": timing(challenger, configs)}
 
 
 def current(comparison_entry: dict, configs: dict[str, dict]) -> bool:
@@ -207,7 +241,10 @@ def _read_study() -> dict:
 def collect(cfg) -> dict:
     """Refresh the configs whose experiments this repository has, keep the committed entries of the others."""
     present = [config for config in CONFIGS if exists(config)]
-    fresh = {config: {**config_summary(config, list(cfg.eval_sets)), "machine": machine()} for config in present}
+    run_timing = committed_run_timing(list(cfg.eval_sets))
+    fresh = {config: {**config_summary(config, list(cfg.eval_sets)), "machine": machine(),
+                      **({"committed_run_timing": run_timing} if run_timing and config != REFERENCE else {})}
+             for config in present}
     return compare(merge(_read_study(), fresh, {}), cfg)
 
 

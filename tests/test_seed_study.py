@@ -118,8 +118,11 @@ def _replicates(accuracies: list[float], rows: int = 400, seed: int = 0) -> dict
     return {"snli": out}
 
 
+MACHINE = {"cpu": "Some CPU", "cpu_flags": ["avx2"], "gpu": None, "threads": 2, "torch": "2.13.0+cpu"}
+
+
 def _entry(replicates: dict, commit: str) -> dict:
-    return {"baseline_commit": commit, "finetune_seconds": 600.0, "sets": {},
+    return {"baseline_commit": commit, "finetune_seconds": 600.0, "sets": {}, "machine": MACHINE,
             "tables": study_script.tables(Run(replicates=replicates))}
 
 
@@ -183,14 +186,70 @@ def test_run_skips_the_bf16_config_where_bf16_is_emulated_unless_forced(monkeypa
 
 def test_the_price_list_gives_each_knob_its_cost_against_the_default_and_its_verdict(tmp_path):
     study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "b" * 40)
-    study["configs"]["default"]["finetune_seconds"], study["configs"]["r8"]["finetune_seconds"] = 800.0, 600.0
+    study["configs"]["default"].update(finetune_seconds=800.0, eval_seconds=200.0)
+    study["configs"]["r8"].update(finetune_seconds=600.0, eval_seconds=150.0, machine=study["configs"]["default"][
+        "machine"])
     study["comparisons"]["r8"].update(margin=3.0, sets=[{**study["comparisons"]["r8"]["sets"][0], "delta": -0.012,
                                                          "ci": [-0.021, -0.004], "margin_verdict": "worse",
-                                                         "mdd": 0.0153, "seeds_per_side": None}])
+                                                         "mdd": 0.0153, "seeds_per_side": None}],
+                                      timing=study_script.timing("r8", study["configs"]))
     block = seed_study_block(tmp_path, study)
     header = next(line for line in block.splitlines() if "verdict (±3 points)" in line)
-    assert [cell.strip() for cell in header.strip("|").split("|")][2] == "fine-tune, s (vs default)"
+    assert [cell.strip() for cell in header.strip("|").split("|")][2:4] == [
+        "fine-tune, s (vs default)", "evaluation, s (vs default)"]
     row = next(line for line in block.splitlines() if line.startswith("| `r8`") and "r=8 against r=16" in line)
-    assert [cell.strip() for cell in row.strip("|").split("|")][2:8] == [
-        "600 (0.75x)", f"`{study['comparisons']['r8']['sets'][0]['set']}`", "-1.2 [-2.1, -0.4]", "worse", "1.5",
-        "more than 50"]   # no seed count up to margin.MAX_SEEDS would settle it
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:9] == [
+        "600 (0.75x)", "150 (0.75x)", f"`{study['comparisons']['r8']['sets'][0]['set']}`", "-1.2 [-2.1, -0.4]",
+        "worse", "1.5", "more than 50"]   # no seed count up to margin.MAX_SEEDS would settle it
+    assert "timed against the committed run" not in block
+
+
+def test_a_challenger_from_another_machine_is_timed_against_the_committed_run_made_on_its_machine():
+    """The default config's seeds ran on one machine, the challenger on another: their ratio would price the
+    machine. The challenger is timed against the committed run recorded on its own machine, or not at all."""
+    configs = {"default": {"machine": MACHINE, "finetune_seconds": 600.0, "eval_seconds": 180.0},
+               "bf16": {"machine": {**MACHINE, "cpu_flags": ["avx512_bf16"]}, "finetune_seconds": 300.0,
+                        "eval_seconds": 60.0}}
+    assert study_script.timing("bf16", configs) is None
+    configs["bf16"]["committed_run_timing"] = {"commit": "c" * 40, "finetune_seconds": 400.0, "eval_seconds": 120.0}
+    assert study_script.timing("bf16", configs) == {"committed_run": "c" * 40, "finetune_seconds": [300.0, 400.0],
+                                                    "eval_seconds": [60.0, 120.0]}
+    configs["bf16"]["machine"] = {**MACHINE, "torch": "another build"}   # versions aside, the same machine
+    assert study_script.timing("bf16", configs) == {"committed_run": None, "finetune_seconds": [300.0, 600.0],
+                                                    "eval_seconds": [60.0, 180.0]}
+
+
+def test_the_price_list_names_a_committed_run_reference_and_a_missing_one(tmp_path):
+    study = _study(COMMITTED["configs"]["default"]["baseline_commit"], "b" * 40)
+    study["comparisons"]["r8"].update(margin=3.0, sets=[{**study["comparisons"]["r8"]["sets"][0],
+                                                         "margin_verdict": "inconclusive", "mdd": 0.05,
+                                                         "seeds_per_side": 9}],
+                                      timing={"committed_run": "c" * 40, "finetune_seconds": [300.0, 400.0],
+                                              "eval_seconds": [60.0, 120.0]})
+    block = seed_study_block(tmp_path, study)
+    row = next(line for line in block.splitlines() if line.startswith("| `r8`") and "r=8 against r=16" in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:4] == ["300 (0.75x)", "60 (0.50x)"]
+    assert ("`r8` is timed against the committed run of commit ccccccc on the same machine (fine-tune 400 s, "
+            "evaluation 120 s)") in block
+    study["comparisons"]["r8"]["timing"] = None
+    row = next(line for line in seed_study_block(tmp_path, study).splitlines() if line.startswith("| `r8`")
+               and "r=8 against r=16" in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:4] == ["no default timed on its machine"] * 2
+
+
+def test_the_committed_run_times_a_challenger_only_when_this_machine_made_it(tmp_path, monkeypatch):
+    from qlora_diff.core import paths
+
+    here = {**MACHINE, "cpu_flags": ["avx512_bf16"]}
+    monkeypatch.setattr(study_script, "REPO", tmp_path)
+    monkeypatch.setattr(study_script, "machine", lambda: here)
+    monkeypatch.setattr(study_script, "head_commit", lambda: "h" * 40)
+    files = {paths.FINETUNE_METRICS: 500.0, paths.eval_metrics("snli", "adapter"): 90.0,
+             paths.eval_metrics("challenge", "adapter"): 30.0}
+    for path, seconds in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps({"seconds": seconds, "machine": here}), encoding="utf-8")
+    assert study_script.committed_run_timing(["snli", "challenge"]) == {
+        "commit": "h" * 40, "finetune_seconds": 500.0, "eval_seconds": 120.0}
+    (tmp_path / paths.FINETUNE_METRICS).write_text(json.dumps({"seconds": 500.0, "machine": MACHINE}))
+    assert study_script.committed_run_timing(["snli", "challenge"]) is None

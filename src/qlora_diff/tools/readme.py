@@ -218,28 +218,43 @@ def moved_since_study(root: Path, default: dict) -> list[str]:
     return moved
 
 
-def price_list(study: dict) -> str:
-    """What each knob costs and buys against the default: fine-tune seconds (and the ratio to the default's) and,
-    per set, the difference of the seed means with its CI, the margin verdict and the smallest difference the study
-    could detect; empty until a comparison has margin verdicts."""
-    configs, rows = study["configs"], []
-    reference = configs.get("default", {}).get("finetune_seconds")
+def _cost(timing: dict | None, key: str) -> str:
+    """A challenger's seconds and their ratio to the default's on the same machine (``seed_study.timing``)."""
+    if not timing:
+        return "no default timed on its machine"
+    seconds, reference = timing[key]
+    if seconds is None:
+        return "not recorded"
+    return f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
+
+
+def price_list(study: dict) -> tuple[str, list[str]]:
+    """What each knob costs and buys against the default: fine-tune and adapter-evaluation seconds (and their ratios
+    to the default's, timed on the same machine) and, per set, the difference of the seed means with its CI, the
+    margin verdict and the smallest difference the study could detect; empty until a comparison has margin verdicts.
+    Also a line per challenger timed against the committed run rather than the default config's seeds."""
+    rows, references = [], []
     for challenger, item in study["comparisons"].items():
-        seconds = configs.get(challenger, {}).get("finetune_seconds")
-        cost = "" if seconds is None else f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
+        timing = item.get("timing")
+        costs = [_cost(timing, "finetune_seconds"), _cost(timing, "eval_seconds")]
+        if timing and timing["committed_run"]:
+            references.append(f"`{challenger}` is timed against the committed run of commit "
+                              f"{timing['committed_run'][:7]} on the same machine (fine-tune "
+                              f"{timing['finetune_seconds'][1]:.0f} s, evaluation {timing['eval_seconds'][1]:.0f} s): "
+                              "the `default` config's seeds ran on another machine.")
         for each in item["sets"]:
             if "margin_verdict" not in each:
                 continue
-            rows.append([f"`{challenger}`", item["question"], cost, f"`{each['set']}`",
+            rows.append([f"`{challenger}`", item["question"], *costs, f"`{each['set']}`",
                          f"{100 * each['delta']:+.1f} [{100 * each['ci'][0]:+.1f}, {100 * each['ci'][1]:+.1f}]",
                          each["margin_verdict"] or "none", "" if each["mdd"] is None else f"{100 * each['mdd']:.1f}",
                          "" if each["mdd"] is None else each["seeds_per_side"] or f"more than {MAX_SEEDS}"])
     if not rows:
-        return ""
+        return "", []
     margin = next(item["margin"] for item in study["comparisons"].values() if "margin" in item)
-    return tabulate(rows, headers=["config", "question", "fine-tune, s (vs default)", "set",
-                                   "B - default, points [CI]", f"verdict (±{margin:g} points)",
-                                   "detectable, points", "seeds a side to settle"], tablefmt="github")
+    return tabulate(rows, headers=["config", "question", "fine-tune, s (vs default)", "evaluation, s (vs default)",
+                                   "set", "B - default, points [CI]", f"verdict (±{margin:g} points)",
+                                   "detectable, points", "seeds a side to settle"], tablefmt="github"), references
 
 
 def seed_study(root: Path) -> str:
@@ -266,7 +281,7 @@ def seed_study(root: Path) -> str:
         sources.setdefault(source, []).append(f"`{config}`")
     table = tabulate(rows, headers=["config", "set", "seeds", "dtype", "base", "adapter mean", "sd (points)",
                                     "range across seeds", "gain, points [CI over seeds and rows]"], tablefmt="github")
-    price = price_list(study)
+    price, timed_against = price_list(study)
     verdicts = [f"{item['question']}: {each['verdict']}" for item in study["comparisons"].values()
                 for each in item["sets"]]
     verdicts += [_label_shift_line(challenger, item) for challenger, item in study["comparisons"].items()
@@ -283,7 +298,7 @@ def seed_study(root: Path) -> str:
                           "guide to this one's but not a measurement of it (rerun: `python benchmarks/seed_study.py "
                           "run`).")
     return "\n".join([table, "", *([price, ""] if price else []),
-                      *(f"- {line}" for line in lines + verdicts + stale + missing), "",
+                      *(f"- {line}" for line in timed_against + lines + verdicts + stale + missing), "",
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
 
