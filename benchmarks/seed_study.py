@@ -52,7 +52,7 @@ NEEDS_NATIVE_BF16 = {"bf16"}   # its question is what bf16's speed costs: moot w
 REFERENCE = "default"
 QUESTIONS = {   # challenger -> what comparing it with the reference asks
     "r8": "r=8 against r=16",
-    "bf16": "bf16 training and evaluation against the reference numerics (float32)",
+    "bf16": "bf16 compute against float32",
     "train2000": "2,000 training rows against 3,000",
 }
 

@@ -30,8 +30,11 @@ def test_every_renderer_has_its_block_somewhere():
     assert "results" in [m["name"] for m in BLOCK.finditer(README)]
 
 
-def test_the_readme_is_short_and_indexes_every_docs_page():
+def test_the_readme_and_the_benchmarks_page_are_short_and_the_readme_indexes_every_docs_page():
     assert len(README.splitlines()) <= 250
+    assert len((REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8").splitlines()) <= 250
+    hardware = README.split("\n## Hardware\n", 1)[1].split("\n## ", 1)[0]
+    assert 0 < len([line for line in hardware.splitlines() if line.strip()]) <= 5
     linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", README))
     assert linked == {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
 
@@ -115,3 +118,25 @@ def test_metrics_diff_transcript_matches_the_committed_metrics():
     assert len(rows) >= 10
     for path, key, main, _, _ in rows:
         assert float(main) == pytest.approx(_metric(path, key), abs=1e-4), f"{path} {key}"
+
+
+def test_several_machines_share_one_benchmark_table_with_a_column_per_machine(tmp_path):
+    """A new machine adds a column, not a second table; a row only one machine has keeps its place in that
+    machine's order and leaves the other's cell blank; a note every run has is printed once."""
+    def run(cpu: str, results: list[dict], notes: list[str]) -> dict:
+        return {"machine": {"cpu": cpu, "cpu_flags": [], "gpu": None, "threads": 2}, "commit": cpu.lower(),
+                "results": results, "notes": notes}
+
+    step = lambda name, seconds: {"run": "dvc repro", "step": name, "seconds": seconds}   # noqa: E731
+    runs = [run("A-CPU", [step("prepare", 8), step("finetune", 650), step("report", 4)], ["shared", "only A"]),
+            run("B-CPU", [step("prepare", 7), step("evaluate", 90), step("finetune", 600), step("report", 3)],
+                ["shared"])]
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "repro_fresh_clone.json").write_text(json.dumps({"runs": runs}))
+    lines = RENDERERS["repro_fresh_clone"](tmp_path).splitlines()
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+    assert table[0] == ["run", "step", "seconds (A)", "seconds (B)"]
+    assert [row[1:] for row in table[2:]] == [["prepare", "8", "7"], ["evaluate", "", "90"],
+                                              ["finetune", "650", "600"], ["report", "4", "3"]]
+    assert lines[0].startswith("**A: A-CPU") and lines[1].startswith("**B: B-CPU")
+    assert [line for line in lines if line.startswith("- ")] == ["- shared", "- A: only A"]

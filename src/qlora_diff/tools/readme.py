@@ -141,17 +141,54 @@ def _machine(result: dict) -> str:
 
 
 BENCHMARKS = ("batch_invariance", "dtype_agreement", "eval_numerics", "eval_throughput", "html_report",
-              "lm_eval_agreement", "repro_fresh_clone", "threads", "train_throughput")   # benchmarks/<name>.py -> results/<name>.json
+              "kernel_dispatch", "lm_eval_agreement", "repro_fresh_clone", "threads",
+              "train_throughput")   # benchmarks/<name>.py -> results/<name>.json
+ROW_KEYS = {   # benchmark -> the columns that name a row: several machines' runs share one table, keyed by them
+    "batch_invariance": ("model", "compute dtype", "eval.batch_size"),
+    "repro_fresh_clone": ("run", "step"),
+}
+
+
+def machines_table(runs: list[dict], keys: tuple[str, ...]) -> str:
+    """Several machines' results as one table: a row per key, and each other column once per machine, labelled
+    A, B, ... in run order (a blank cell: that machine has no such row). A key only a later run has goes after the
+    key it follows in that run, so each run's order holds."""
+    letters = [chr(ord("A") + i) for i in range(len(runs))]
+    values = [column for column in runs[0]["results"][0] if column not in keys]
+    order, cells = [], {}
+    for letter, run in zip(letters, runs):
+        position = 0
+        for row in run["results"]:
+            key = tuple(row[column] for column in keys)
+            if key not in cells:
+                order.insert(position, key)
+            position = order.index(key) + 1
+            cells.setdefault(key, {}).update({(column, letter): row[column] for column in values})
+    return tabulate([[*key, *(cells[key].get((column, letter), "") for column in values for letter in letters)]
+                     for key in order],
+                    headers=[*keys, *(f"{column} ({letter})" for column in values for letter in letters)],
+                    tablefmt="github")
 
 
 def benchmark(name: str) -> Callable[[Path], str]:
-    """A benchmark's results file: per machine that ran it, the machine, the commit, the table and the notes."""
+    """A benchmark's results file: per machine that ran it, the machine, the commit, the table and the notes; with
+    several machines and row keys (``ROW_KEYS``), one table with a column per machine, and the notes every run
+    shares once."""
     def render(root: Path) -> str:
         path = root / "benchmarks" / "results" / f"{name}.json"
         if not path.is_file():
             return f"Not run yet: `python benchmarks/{name}.py`."
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        if len(runs) > 1 and name in ROW_KEYS:
+            letters = [chr(ord("A") + i) for i in range(len(runs))]
+            shared = [note for note in runs[0]["notes"] if all(note in run["notes"] for run in runs)]
+            return "\n".join([*(f"**{letter}: {machine_summary(run['machine'])}**, commit {run['commit']}  "
+                                for letter, run in zip(letters, runs)), "", machines_table(runs, ROW_KEYS[name]),
+                              "", *(f"- {note}" for note in shared),
+                              *(f"- {letter}: {note}" for letter, run in zip(letters, runs) for note in run["notes"]
+                                if note not in shared), ""])
         parts = []
-        for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
+        for run in runs:
             rows = run["results"]
             parts += [f"**{machine_summary(run['machine'])}**, commit {run['commit']}:", "",
                       tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="github"), "",
@@ -258,7 +295,7 @@ def price_list(study: dict) -> tuple[str, list[str]]:
 
 
 def seed_study(root: Path) -> str:
-    """benchmarks/seed_study.py's results: the spread across seeds per config and set, how many of the default
+    """benchmarks/seed_study.py's results: the price list of the knobs first, then the spread across seeds per config and set, how many of the default
     run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
     seed noise; configs collected on different commits or machines say so, and a comparison whose experiments are no
     longer the configs' entries is labelled stale."""
@@ -297,7 +334,7 @@ def seed_study(root: Path) -> str:
                           "compute dtype or code made it), so the spreads above are that pipeline's seed noise, a "
                           "guide to this one's but not a measurement of it (rerun: `python benchmarks/seed_study.py "
                           "run`).")
-    return "\n".join([table, "", *([price, ""] if price else []),
+    return "\n".join([*([price, ""] if price else []), table, "",
                       *(f"- {line}" for line in timed_against + lines + verdicts + stale + missing), "",
                       *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
 
