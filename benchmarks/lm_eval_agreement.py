@@ -21,8 +21,9 @@ import sys
 
 import numpy as np
 import torch
-from common import MODEL_DIR, config, rows, timed, write_results
+from common import MODEL_DIR, config, rows, write_results
 
+from qlora_diff.core.runtime import Stopwatch
 from qlora_diff.data.prompts import answer_text, answer_token_ids
 from qlora_diff.model.evaluate import load_for_eval
 from qlora_diff.model.modeling import load_tokenizer
@@ -68,12 +69,15 @@ def main() -> None:
     model, _ = load_for_eval(cfg, MODEL_DIR, None)
     prompts = [row["prompt"] for row in rows(args.rows)]
     size = cfg.eval.batch_size
-    results: dict[str, list[list[float]]] = {}
-    ours = timed(lambda: results.update(ours=label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts),
-                                                            answer_token_ids(cfg, tokenizer), size)))
+    clock = Stopwatch()
+    our_scores = label_logprobs(model, tokenizer, encode_prompts(tokenizer, prompts), answer_token_ids(cfg, tokenizer),
+                                size)
+    ours = clock.seconds
     texts = [answer_text(cfg, tokenizer, label) for label in cfg.data.labels]
-    theirs = timed(lambda: results.update(theirs=lm_eval_logprobs(model, tokenizer, prompts, texts, size)))
-    summary = agreement(np.array(results["ours"]), np.array(results["theirs"]))
+    clock = Stopwatch()
+    their_scores = lm_eval_logprobs(model, tokenizer, prompts, texts, size)
+    theirs = clock.seconds
+    summary = agreement(np.array(our_scores), np.array(their_scores))
     table = [{"scorer": name, "rows": len(prompts), "seconds": round(seconds, 1),
               "rows/s": round(len(prompts) / seconds, 2), "speed vs lm-eval": f"{theirs / seconds:.2f}x"}
              for name, seconds in (("evaluate stage (label_logprobs)", ours), (f"lm-eval {LM_EVAL} HFLM", theirs))]

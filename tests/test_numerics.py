@@ -31,6 +31,14 @@ def test_the_fp32_floor_clears_every_fp32_gap_the_benchmarks_measured(benchmark)
     assert gaps and max(gaps) < noise_floor("float32") == 1e-4
 
 
+def test_the_fp32_floor_clears_the_gap_between_torch_cpu_builds():
+    """Across x86 CPU classes fp32 log-probs move with torch's AVX-512 or AVX2 kernels (benchmarks/kernel_dispatch.py):
+    a near tie is one the floor would call a tie on any of them, and no measured prediction flipped."""
+    measured = [run["summary"] for run in runs("kernel_dispatch")]
+    assert measured and max(s["max_logprob_gap"] for s in measured) < noise_floor("float32")
+    assert sum(s["predictions_differing"] for s in measured) == 0
+
+
 def test_an_unmeasured_dtype_has_no_floor():
     with pytest.raises(ValueError, match=r"no measured noise floor for compute dtype 'float16'; known: float32, "
                                          r"bfloat16"):
