@@ -101,5 +101,6 @@ def main() -> None:
                   summary={"differing_ops": differing, "max_logprob_gap": max(gaps),
                            "predictions_differing": sum(flips)})
 
+
 if __name__ == "__main__":
     main()

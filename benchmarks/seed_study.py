@@ -137,7 +137,8 @@ def committed_run_timing(set_names: list[str]) -> dict | None:
     read = lambda path: json.loads((REPO / path).read_text(encoding="utf-8"))
     finetune = read(paths.FINETUNE_METRICS)
     evaluations = [read(paths.eval_metrics(name, "adapter")) for name in set_names]
-    if any(machine_key(metrics["machine"]) != machine_key(machine()) for metrics in [finetune, *evaluations]):
+    here = machine_key(machine())
+    if any(machine_key(metrics["machine"]) != here for metrics in [finetune, *evaluations]):
         return None
     return {"commit": head_commit(), "finetune_seconds": finetune["seconds"],
             "eval_seconds": sum(metrics["seconds"] for metrics in evaluations)}

@@ -149,11 +149,16 @@ ROW_KEYS = {   # benchmark -> the columns that name a row: several machines' run
 }
 
 
+def machine_letters(runs: list[dict]) -> list[str]:
+    """The labels of several machines' runs in one table: A, B, ... in run order."""
+    return [chr(ord("A") + i) for i in range(len(runs))]
+
+
 def machines_table(runs: list[dict], keys: tuple[str, ...]) -> str:
     """Several machines' results as one table: a row per key, and each other column once per machine, labelled
     A, B, ... in run order (a blank cell: that machine has no such row). A key only a later run has goes after the
     key it follows in that run, so each run's order holds."""
-    letters = [chr(ord("A") + i) for i in range(len(runs))]
+    letters = machine_letters(runs)
     values = [column for column in runs[0]["results"][0] if column not in keys]
     order, cells = [], {}
     for letter, run in zip(letters, runs):
@@ -180,7 +185,7 @@ def benchmark(name: str) -> Callable[[Path], str]:
             return f"Not run yet: `python benchmarks/{name}.py`."
         runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
         if len(runs) > 1 and name in ROW_KEYS:
-            letters = [chr(ord("A") + i) for i in range(len(runs))]
+            letters = machine_letters(runs)
             shared = [note for note in runs[0]["notes"] if all(note in run["notes"] for run in runs)]
             return "\n".join([*(f"**{letter}: {machine_summary(run['machine'])}**, commit {run['commit']}  "
                                 for letter, run in zip(letters, runs)), "", machines_table(runs, ROW_KEYS[name]),
@@ -295,9 +300,9 @@ def price_list(study: dict) -> tuple[str, list[str]]:
 
 
 def seed_study(root: Path) -> str:
-    """benchmarks/seed_study.py's results: the price list of the knobs first, then the spread across seeds per config and set, how many of the default
-    run's corrected and regressed rows are seed-dependent, and whether each challenger beats the default beyond the
-    seed noise; configs collected on different commits or machines say so, and a comparison whose experiments are no
+    """benchmarks/seed_study.py's results: the price list of the knobs first, then the spread across seeds per config
+    and set, how many of the default run's corrected and regressed rows are seed-dependent, and whether each
+    challenger beats the default beyond the seed noise; configs collected on different commits or machines say so, and a comparison whose experiments are no
     longer the configs' entries is labelled stale."""
     path = root / SEED_STUDY
     if not path.is_file():
