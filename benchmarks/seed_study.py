@@ -27,12 +27,14 @@ Results: benchmarks/results/seed_study.json, quoted by the README (python -m qlo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
 from common import REPO, device, machine, machine_key
 
 from qlora_diff.analysis.compare import index_predictions
@@ -48,6 +50,7 @@ CONFIGS = {   # config -> `dvc exp run -S` overrides
     "bf16": ["quant.compute_dtype=bfloat16", "eval.compute_dtype=bfloat16", "train.extra_seeds=[1,2]"],
     "train2000": ["data.train_size=2000", "train.extra_seeds=[1,2]"],
 }
+CODE_DIRS = ("src/", "stages/")   # what a stage runs; data, params and models are the inputs the configs vary
 NEEDS_NATIVE_BF16 = {"bf16"}   # its question is what bf16's speed costs: moot where bf16 is emulated
 REFERENCE = "default"
 QUESTIONS = {   # challenger -> what comparing it with the reference asks
@@ -108,6 +111,16 @@ def baseline_commit(config: str) -> str:
     return refs[-1][2] + refs[-1][3] if refs else ""
 
 
+def pipeline_code(lock_text: str) -> str:
+    """A fingerprint of the code the pipeline ran: the dvc.lock hashes of every stage's src/ and stages/
+    dependencies. Configs run at different commits with one fingerprint ran the same code, so commits that changed
+    only docs, tests or benchmarks do not split the study."""
+    stages = yaml.safe_load(lock_text)["stages"]
+    pairs = sorted({(dep["path"], dep["md5"]) for stage in stages.values() for dep in stage.get("deps", [])
+                    if dep["path"].startswith(CODE_DIRS)})
+    return hashlib.sha256(json.dumps(pairs).encode("utf-8")).hexdigest()[:12]
+
+
 def config_summary(config: str, set_names: list[str]) -> dict:
     """Per evaluation set, what the experiment's seeds stage measured (metrics/eval/<set>/seeds.json)."""
     rev = experiment(config)
@@ -124,7 +137,10 @@ def config_summary(config: str, set_names: list[str]) -> dict:
     evaluations = [[read_metrics(rev, paths.eval_metrics(name, "adapter") if seed == seeds[0]
                                  else paths.replicate_eval_metrics(name, seed)) for name in set_names] for seed in seeds]
     # medians over seeds: train.seed's fine-tune and evaluations may be the committed ones, timed on another day
+    import dvc.api
+
     return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config],
+            "pipeline_code": pipeline_code(dvc.api.read("dvc.lock", repo=str(REPO), rev=rev, encoding="utf-8")),
             "finetune_seconds": statistics.median(metrics["seconds"] for metrics in finetunes),
             "eval_seconds": statistics.median(sum(metrics["seconds"] for metrics in seed) for seed in evaluations),
             "sets": sets, "tables": tables(read_run(rev, str(REPO)))}

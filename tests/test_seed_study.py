@@ -74,7 +74,9 @@ def test_the_block_names_the_commit_and_machine_of_each_config(tmp_path):
     study["configs"]["r8"]["machine"] = {"cpu": "Some CPU", "native_bf16": True}
     block = seed_study_block(tmp_path, study)
     assert "`r8`: commit abcdef0; Machine: cpu Some CPU, native_bf16 True." in block
-    assert f"`default`: commit {COMMITTED['configs']['default']['baseline_commit'][:7]}; Machine:" in block
+    default_source = [line for line in block.splitlines()
+                      if f": commit {COMMITTED['configs']['default']['baseline_commit'][:7]}; Machine:" in line]
+    assert len(default_source) == 1 and default_source[0].startswith("`default`")   # configs of one source share a line
     for each in study["comparisons"]["r8"]["sets"]:
         assert f"- {study['comparisons']['r8']['question']}: {each['verdict']}" in block
 
@@ -253,3 +255,34 @@ def test_the_committed_run_times_a_challenger_only_when_this_machine_made_it(tmp
         "commit": "h" * 40, "finetune_seconds": 500.0, "eval_seconds": 120.0}
     (tmp_path / paths.FINETUNE_METRICS).write_text(json.dumps({"seconds": 500.0, "machine": MACHINE}))
     assert study_script.committed_run_timing(["snli", "challenge"]) is None
+
+
+def _lock(src_md5: str, data_md5: str, stage_name: str = "finetune") -> str:
+    """A dvc.lock with one stage: a code dependency, a data dependency and a params entry."""
+    return json.dumps({"schema": "2.0", "stages": {stage_name: {
+        "cmd": "python stages/finetune.py",
+        "deps": [{"path": "src/qlora_diff/core/config.py", "hash": "md5", "md5": src_md5, "size": 1},
+                 {"path": "stages/finetune.py", "hash": "md5", "md5": "f" * 32, "size": 1},
+                 {"path": "data/prepared/train.jsonl", "hash": "md5", "md5": data_md5, "size": 1}],
+        "params": {"params.yaml": {"lora.r": 16}}}}})
+
+
+def test_the_pipeline_code_fingerprint_follows_the_code_and_nothing_else():
+    reference = study_script.pipeline_code(_lock("a" * 32, "b" * 32))
+    assert study_script.pipeline_code(_lock("a" * 32, "c" * 32)) == reference   # other data: same code
+    assert study_script.pipeline_code(_lock("a" * 32, "b" * 32, "finetune_seed@1")) == reference
+    assert study_script.pipeline_code(_lock("d" * 32, "b" * 32)) != reference   # a source file changed
+
+
+def test_the_block_says_whether_configs_from_several_commits_ran_the_same_code(tmp_path):
+    study = _study("a" * 40, "b" * 40)
+    study["configs"] = {config: study["configs"][config] for config in ("default", "r8")}
+    for entry in study["configs"].values():
+        entry["pipeline_code"] = "123456789abc"
+    assert "Every config ran the same pipeline code" in seed_study_block(tmp_path, study)
+    study["configs"]["r8"]["pipeline_code"] = "cba987654321"
+    block = seed_study_block(tmp_path, study)
+    assert "**The configs ran different pipeline code**" in block and "`r8` code cba987654321" in block
+    assert "Every config ran the same pipeline code" not in block
+    del study["configs"]["r8"]["pipeline_code"]   # an entry collected before the fingerprint: no claim either way
+    assert "pipeline code" not in seed_study_block(tmp_path, study)

@@ -299,6 +299,25 @@ def price_list(study: dict) -> tuple[str, list[str]]:
                                    "detectable, points", "seeds a side to settle"], tablefmt="github"), references
 
 
+def pipeline_code_line(configs: dict[str, dict]) -> list[str]:
+    """Whether the configs, collected at several commits, ran the same pipeline code (``seed_study.pipeline_code``):
+    only then do their differences price the knobs alone. Empty for one commit or an entry that predates the
+    fingerprint."""
+    if len({entry["baseline_commit"] for entry in configs.values()}) < 2 \
+            or any("pipeline_code" not in entry for entry in configs.values()):
+        return []
+    by_code: dict[str, list[str]] = {}
+    for config, entry in configs.items():
+        by_code.setdefault(entry["pipeline_code"], []).append(f"`{config}`")
+    if len(by_code) == 1:
+        return ["Every config ran the same pipeline code: the dvc.lock hashes of `src/` and `stages/` agree across "
+                "these commits."]
+    return ["**The configs ran different pipeline code** (dvc.lock hashes of `src/` and `stages/`): "
+            + "; ".join(f"{', '.join(names)} code {code}" for code, names in by_code.items())
+            + ". Their differences mix the knobs with the code changes (rerun: `python benchmarks/seed_study.py run "
+            "--force`)."]
+
+
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the price list of the knobs first, then the spread across seeds per config
     and set, how many of the default run's corrected and regressed rows are seed-dependent, and whether each
@@ -341,7 +360,8 @@ def seed_study(root: Path) -> str:
                           "run`).")
     return "\n".join([*([price, ""] if price else []), table, "",
                       *(f"- {line}" for line in timed_against + lines + verdicts + stale + missing), "",
-                      *(f"{', '.join(configs)}: {source}" for source, configs in sources.items())])
+                      *(f"{', '.join(configs)}: {source}" for source, configs in sources.items()),
+                      *pipeline_code_line(study["configs"])])
 
 
 SECOND_TASK = Path("benchmarks/results/second_task.json")   # benchmarks/second_task.py: the hypothesis-only task
