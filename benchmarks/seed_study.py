@@ -10,8 +10,8 @@ repository; nothing is typed.
 Each config is an experiment named ``seed-study-<config>`` on the current commit: the default params with 5 seeds in
 all (train.extra_seeds), and challengers with 3 seeds each: lora.r=8; bf16 training and evaluation; 2,000 training
 rows instead of 3,000. Seed 42 of the default config is the committed run itself, so DVC trains only the
-replicates (finetune_seed@<seed>); a challenger trains all its seeds. In float32 on 2 cores a seed takes about 15
-minutes (fine-tune and evaluations): the whole study about 3 hours. ``run`` is resumable config by config: a config
+replicates (finetune_seed@<seed>); a challenger trains all its seeds. In float32 on 2 cores a seed takes 12 to 15
+minutes (fine-tune and evaluations): the whole study 2.5 to 3 hours. ``run`` is resumable config by config: a config
 collected at the current commit is skipped (``--force`` reruns it), and ``run --only r8`` runs one.
 
 ``collect`` writes each config's summary and, per set, every seed's predictions as a compact table (row ids and gold
