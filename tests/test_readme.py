@@ -11,7 +11,7 @@ from conftest import REPO, seed_study_block
 
 from qlora_diff.analysis.runs import SEED_STUDY
 from qlora_diff.core import paths
-from qlora_diff.tools.readme import BLOCK, RENDERERS, moved_since_study, pages, render_readme, seed_study
+from qlora_diff.tools.readme import BLOCK, RENDERERS, ROW_KEYS, moved_since_study, pages, render_readme, seed_study
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 EXPERIMENTS = (REPO / "docs" / "experiments.md").read_text(encoding="utf-8")
@@ -140,3 +140,13 @@ def test_several_machines_share_one_benchmark_table_with_a_column_per_machine(tm
                                               ["finetune", "650", "600"], ["report", "4", "3"]]
     assert lines[0].startswith("**A: A-CPU") and lines[1].startswith("**B: B-CPU")
     assert [line for line in lines if line.startswith("- ")] == ["- shared", "- A: only A"]
+
+
+def test_the_row_keys_of_each_shared_benchmark_table_name_one_row_per_machine():
+    """A pivoted table keys rows by ``ROW_KEYS``: a key column missing from the committed results, or keys that two
+    rows of one run share, would merge rows of different meaning into one."""
+    for name, keys in ROW_KEYS.items():
+        runs = json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text(encoding="utf-8"))["runs"]
+        for run in runs:
+            named = [tuple(row[key] for key in keys) for row in run["results"]]
+            assert len(set(named)) == len(named), f"{name}: rows of commit {run['commit']} share {keys}"

@@ -146,6 +146,7 @@ BENCHMARKS = ("batch_invariance", "dtype_agreement", "eval_numerics", "eval_thro
 ROW_KEYS = {   # benchmark -> the columns that name a row: several machines' runs share one table, keyed by them
     "batch_invariance": ("model", "compute dtype", "eval.batch_size"),
     "repro_fresh_clone": ("run", "step"),
+    "threads": ("runtime.threads", "eval rows", "train steps"),
 }
 
 
