@@ -97,10 +97,15 @@ def exists(config: str) -> bool:
     return experiment(config) in done.stdout.split()
 
 
-def read_metrics(rev: str, path: Path) -> dict:
+def read_text(rev: str, path: Path | str) -> str:
+    """A file as the experiment ``rev`` left it, git-tracked or a DVC output."""
     import dvc.api
 
-    return json.loads(dvc.api.read(str(path), repo=str(REPO), rev=rev, encoding="utf-8"))
+    return dvc.api.read(str(path), repo=str(REPO), rev=rev, encoding="utf-8")
+
+
+def read_metrics(rev: str, path: Path) -> dict:
+    return json.loads(read_text(rev, path))
 
 
 def baseline_commit(config: str) -> str:
@@ -137,10 +142,8 @@ def config_summary(config: str, set_names: list[str]) -> dict:
     evaluations = [[read_metrics(rev, paths.eval_metrics(name, "adapter") if seed == seeds[0]
                                  else paths.replicate_eval_metrics(name, seed)) for name in set_names] for seed in seeds]
     # medians over seeds: train.seed's fine-tune and evaluations may be the committed ones, timed on another day
-    import dvc.api
-
     return {"experiment": rev, "baseline_commit": baseline_commit(config), "overrides": CONFIGS[config],
-            "pipeline_code": pipeline_code(dvc.api.read("dvc.lock", repo=str(REPO), rev=rev, encoding="utf-8")),
+            "pipeline_code": pipeline_code(read_text(rev, "dvc.lock")),
             "finetune_seconds": statistics.median(metrics["seconds"] for metrics in finetunes),
             "eval_seconds": statistics.median(sum(metrics["seconds"] for metrics in seed) for seed in evaluations),
             "sets": sets, "tables": tables(read_run(rev, str(REPO)))}

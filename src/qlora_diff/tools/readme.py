@@ -322,8 +322,9 @@ def pipeline_code_line(configs: dict[str, dict]) -> list[str]:
 def seed_study(root: Path) -> str:
     """benchmarks/seed_study.py's results: the price list of the knobs first, then the spread across seeds per config
     and set, how many of the default run's corrected and regressed rows are seed-dependent, and whether each
-    challenger beats the default beyond the seed noise; configs collected on different commits or machines say so, and a comparison whose experiments are no
-    longer the configs' entries is labelled stale."""
+    challenger beats the default beyond the seed noise; configs collected on different commits or machines say so
+    (and whether they ran the same pipeline code), and a comparison whose experiments are no longer the configs'
+    entries is labelled stale."""
     path = root / SEED_STUDY
     if not path.is_file():
         return "Not run yet: `python benchmarks/seed_study.py run`."
